@@ -1,0 +1,400 @@
+import { randomUUID } from "node:crypto";
+import { DefinitionError, validateEntityDefinition, validateOptionSetDefinition, validateRelationshipDefinition } from "./schema-validation.js";
+import type {
+  AttributeDefinition,
+  AttributeType,
+  EntityDefinition,
+  Label,
+  LabelInput,
+  ManyToManyRelationshipDefinition,
+  OneToManyRelationshipDefinition,
+  OptionSetDefinition,
+  RelationshipDefinition,
+} from "./types.js";
+
+export type EdmPrimitiveType =
+  | "Edm.String"
+  | "Edm.Int32"
+  | "Edm.Int64"
+  | "Edm.Decimal"
+  | "Edm.Double"
+  | "Edm.Boolean"
+  | "Edm.DateTimeOffset"
+  | "Edm.Date"
+  | "Edm.Guid";
+
+export const NAMESPACE = "Microsoft.Dynamics.CRM";
+export const NAMESPACE_ALIAS = "mscrm";
+export const DEFAULT_LANGUAGE = 1033;
+
+/** Default precision (total digits) of Decimal and Money columns; Dataverse's own maximum. */
+export const DECIMAL_TOTAL_DIGITS = 23;
+
+export function edmTypeOf(attr: Pick<AttributeDefinition, "AttributeType" | "DateTimeBehavior">): EdmPrimitiveType {
+  switch (attr.AttributeType) {
+    case "String":
+    case "Memo":
+      return "Edm.String";
+    case "Integer":
+    case "Picklist":
+      return "Edm.Int32";
+    case "BigInt":
+      return "Edm.Int64";
+    case "Decimal":
+    case "Money":
+      return "Edm.Decimal";
+    case "Double":
+      return "Edm.Double";
+    case "Boolean":
+      return "Edm.Boolean";
+    case "DateTime":
+      return attr.DateTimeBehavior === "DateOnly" ? "Edm.Date" : "Edm.DateTimeOffset";
+    case "Uniqueidentifier":
+    case "Lookup":
+      return "Edm.Guid";
+  }
+}
+
+export function toLabel(input: LabelInput | undefined): Label | undefined {
+  if (input === undefined) return undefined;
+  if (typeof input === "string") {
+    const l = { Label: input, LanguageCode: DEFAULT_LANGUAGE };
+    return { LocalizedLabels: [l], UserLocalizedLabel: l };
+  }
+  const user = input.LocalizedLabels.find((l) => l.LanguageCode === DEFAULT_LANGUAGE) ?? input.LocalizedLabels[0];
+  return { LocalizedLabels: input.LocalizedLabels, UserLocalizedLabel: user };
+}
+
+export function labelText(input: LabelInput | undefined): string | undefined {
+  return toLabel(input)?.UserLocalizedLabel?.Label;
+}
+
+/** Dataverse-style plural of a logical name for the entity set: candidate -> candidates, entity -> entities. */
+export function pluralize(name: string): string {
+  if (/[^aeiou]y$/.test(name)) return name.slice(0, -1) + "ies";
+  if (/(s|x|z|ch|sh)$/.test(name)) return name + "es";
+  return name + "s";
+}
+
+function schemaNameOf(logicalName: string): string {
+  return logicalName.replace(/(^|_)([a-z])/g, (_m, sep: string, c: string) => sep + c.toUpperCase());
+}
+
+/** Columns every entity has, as in Dataverse; added when absent so definitions stay short. */
+export const SYSTEM_ATTRIBUTES: readonly AttributeDefinition[] = [
+  { LogicalName: "createdon", AttributeType: "DateTime", DateTimeBehavior: "UserLocal", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Created On" },
+  { LogicalName: "modifiedon", AttributeType: "DateTime", DateTimeBehavior: "UserLocal", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Modified On" },
+  { LogicalName: "versionnumber", AttributeType: "BigInt", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Version Number" },
+];
+export const SYSTEM_ATTRIBUTE_NAMES = new Set(SYSTEM_ATTRIBUTES.map((a) => a.LogicalName));
+
+/**
+ * Fills the defaults Dataverse would (names, labels, ids, the primary key and system columns) so the stored
+ * definition is complete and stable: MetadataIds are assigned once and kept across restarts and refreshes.
+ */
+export function normalizeEntityDefinition(input: EntityDefinition, previous?: EntityDefinition): EntityDefinition {
+  validateEntityDefinition(input);
+  const def: EntityDefinition = structuredClone(input);
+  def.SchemaName ??= previous?.SchemaName ?? schemaNameOf(def.LogicalName);
+  def.EntitySetName ??= previous?.EntitySetName ?? pluralize(def.LogicalName);
+  def.DisplayName = toLabel(def.DisplayName ?? def.SchemaName);
+  def.DisplayCollectionName = toLabel(def.DisplayCollectionName ?? labelText(def.DisplayName) + "s");
+  if (def.Description !== undefined) def.Description = toLabel(def.Description);
+  def.OwnershipType ??= "OrganizationOwned";
+  def.TableType ??= "Standard";
+  def.MetadataId ??= previous?.MetadataId ?? randomUUID();
+  def.PrimaryIdAttribute ??= `${def.LogicalName}id`;
+  const previousAttributes = new Map((previous?.Attributes ?? []).map((a) => [a.LogicalName, a]));
+  const names = new Set(def.Attributes.map((a) => a.LogicalName));
+  if (!names.has(def.PrimaryIdAttribute)) {
+    def.Attributes.unshift({ LogicalName: def.PrimaryIdAttribute, AttributeType: "Uniqueidentifier", IsValidForUpdate: false, RequiredLevel: "SystemRequired" });
+  }
+  for (const sys of SYSTEM_ATTRIBUTES) if (!names.has(sys.LogicalName)) def.Attributes.push(structuredClone(sys));
+  def.Attributes = def.Attributes.map((a) => normalizeAttribute(a, previousAttributes.get(a.LogicalName)));
+  return def;
+}
+
+function normalizeAttribute(input: AttributeDefinition, previous?: AttributeDefinition): AttributeDefinition {
+  const a = { ...input };
+  a.SchemaName ??= previous?.SchemaName ?? schemaNameOf(a.LogicalName);
+  a.DisplayName = toLabel(a.DisplayName ?? a.SchemaName);
+  if (a.Description !== undefined) a.Description = toLabel(a.Description);
+  a.RequiredLevel ??= "None";
+  a.IsValidForCreate ??= true;
+  a.IsValidForUpdate ??= true;
+  a.IsValidForRead ??= true;
+  a.MetadataId ??= previous?.MetadataId ?? randomUUID();
+  if (a.AttributeType === "DateTime") a.DateTimeBehavior ??= "UserLocal";
+  if ((a.AttributeType === "Decimal" || a.AttributeType === "Money") && a.Precision === undefined) a.Precision = 2;
+  if (a.OptionSet) {
+    a.OptionSet = {
+      ...a.OptionSet,
+      IsGlobal: false,
+      MetadataId: a.OptionSet.MetadataId ?? previous?.OptionSet?.MetadataId ?? randomUUID(),
+      Options: a.OptionSet.Options.map((o) => ({ ...o, Label: toLabel(o.Label)! })),
+    };
+  }
+  return a;
+}
+
+export function normalizeOptionSetDefinition(input: OptionSetDefinition, previous?: OptionSetDefinition): OptionSetDefinition {
+  validateOptionSetDefinition(input);
+  return {
+    ...input,
+    IsGlobal: true,
+    MetadataId: input.MetadataId ?? previous?.MetadataId ?? randomUUID(),
+    DisplayName: toLabel(input.DisplayName ?? input.Name),
+    Options: input.Options.map((o) => ({ ...o, Label: toLabel(o.Label)! })),
+  };
+}
+
+export function normalizeRelationshipDefinition(input: RelationshipDefinition, previous?: RelationshipDefinition): RelationshipDefinition {
+  validateRelationshipDefinition(input);
+  return { ...input, MetadataId: input.MetadataId ?? previous?.MetadataId ?? randomUUID() };
+}
+
+export interface OptionModel {
+  value: number;
+  label: string;
+  externalValue?: string;
+}
+
+/** An attribute resolved against the model: its OData property name, EDM type and store column. */
+export class AttributeModel {
+  readonly logicalName: string;
+  readonly type: AttributeType;
+  readonly edmType: EdmPrimitiveType;
+  /** The OData property: the logical name, or `_<name>_value` for a lookup. */
+  readonly propertyName: string;
+  /** The column in the store: ExternalName when the data lives in a source with its own names. */
+  readonly column: string;
+  readonly options?: ReadonlyMap<number, OptionModel>;
+  navigation?: NavigationModel;
+
+  constructor(
+    readonly entity: EntityModel,
+    readonly def: AttributeDefinition,
+    optionSet: OptionSetDefinition | undefined,
+  ) {
+    this.logicalName = def.LogicalName;
+    this.type = def.AttributeType;
+    this.edmType = edmTypeOf(def);
+    this.propertyName = def.AttributeType === "Lookup" ? `_${def.LogicalName}_value` : def.LogicalName;
+    this.column = def.ExternalName ?? def.LogicalName;
+    if (optionSet) {
+      this.options = new Map(optionSet.Options.map((o) => [o.Value, { value: o.Value, label: labelText(o.Label) ?? String(o.Value), externalValue: o.ExternalValue }]));
+    }
+  }
+
+  get isPrimaryId(): boolean {
+    return this.entity.def.PrimaryIdAttribute === this.logicalName;
+  }
+  get isReadable(): boolean {
+    return this.def.IsValidForRead !== false;
+  }
+  get isCreatable(): boolean {
+    return this.def.IsValidForCreate !== false;
+  }
+  get isUpdatable(): boolean {
+    return this.def.IsValidForUpdate !== false;
+  }
+  get isRequiredOnCreate(): boolean {
+    return (this.def.RequiredLevel === "ApplicationRequired" || this.def.RequiredLevel === "SystemRequired") && !this.isPrimaryId && !this.isStoreAssigned;
+  }
+  /** Values the store fills itself when a create leaves them out. */
+  get isStoreAssigned(): boolean {
+    return this.def.DefaultValue !== undefined || this.def.AutoNumberFormat !== undefined;
+  }
+  get nullable(): boolean {
+    return !this.isPrimaryId;
+  }
+  get isIndexed(): boolean {
+    return this.type === "Lookup" || this.def.IsIndexed === true || this.entity.def.PrimaryNameAttribute === this.logicalName;
+  }
+}
+
+export interface NavigationModel {
+  name: string;
+  /** The entity that declares the navigation property. */
+  source: EntityModel;
+  target: EntityModel;
+  relationship: RelationshipDefinition;
+  /** single: many-to-one through a lookup on the source; collection: one-to-many or many-to-many. */
+  kind: "single" | "collection";
+  /** single: the source's lookup. one-to-many collection: the lookup on the target pointing back. */
+  lookup?: AttributeModel;
+  /** many-to-many: the intersect table and its two columns (this side, other side). */
+  intersect?: { table: string; sourceColumn: string; targetColumn: string };
+  /** The navigation on the other side of the relationship. */
+  partnerName: string;
+}
+
+export interface AlternateKeyModel {
+  logicalName: string;
+  attributes: AttributeModel[];
+}
+
+/** An entity resolved against the model. */
+export class EntityModel {
+  readonly logicalName: string;
+  readonly entitySetName: string;
+  readonly attributes = new Map<string, AttributeModel>();
+  /** OData structural properties by name (lookups appear as `_x_value`). */
+  readonly properties = new Map<string, AttributeModel>();
+  readonly navigations = new Map<string, NavigationModel>();
+  readonly keys: AlternateKeyModel[] = [];
+  /** Selectable but not filterable values (labels of the metadata sets). */
+  readonly complexProperties = new Set<string>();
+  readonly primaryId: AttributeModel;
+  readonly primaryName?: AttributeModel;
+
+  constructor(
+    readonly def: EntityDefinition,
+    optionSets: ReadonlyMap<string, OptionSetDefinition>,
+  ) {
+    this.logicalName = def.LogicalName;
+    this.entitySetName = def.EntitySetName!;
+    for (const [i, a] of def.Attributes.entries()) {
+      if (this.attributes.has(a.LogicalName)) {
+        throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': attribute '${a.LogicalName}' is defined twice`, `$.Attributes[${i}].LogicalName`, "unique");
+      }
+      let optionSet = a.OptionSet;
+      if (a.GlobalOptionSetName) {
+        optionSet = optionSets.get(a.GlobalOptionSetName);
+        if (!optionSet) {
+          throw new DefinitionError(`Invalid entity definition '${def.LogicalName}.${a.LogicalName}': global option set '${a.GlobalOptionSetName}' is not defined`, `$.Attributes[${i}].GlobalOptionSetName`, "reference");
+        }
+      }
+      const model = new AttributeModel(this, a, optionSet);
+      this.attributes.set(a.LogicalName, model);
+      this.properties.set(model.propertyName, model);
+    }
+    const primary = this.attributes.get(def.PrimaryIdAttribute!);
+    if (!primary || primary.type !== "Uniqueidentifier") {
+      throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': PrimaryIdAttribute '${def.PrimaryIdAttribute}' must be a Uniqueidentifier attribute`, "$.PrimaryIdAttribute", "reference");
+    }
+    this.primaryId = primary;
+    if (def.PrimaryNameAttribute) {
+      const name = this.attributes.get(def.PrimaryNameAttribute);
+      if (!name || (name.type !== "String" && name.type !== "Memo")) {
+        throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': PrimaryNameAttribute '${def.PrimaryNameAttribute}' must be a String attribute`, "$.PrimaryNameAttribute", "reference");
+      }
+      this.primaryName = name;
+    }
+    for (const [i, k] of (def.Keys ?? []).entries()) {
+      const attrs = k.KeyAttributes.map((n, j) => {
+        const a = this.attributes.get(n);
+        if (!a || a.type === "Memo") {
+          throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' names attribute '${n}', which is not a key-able attribute`, `$.Keys[${i}].KeyAttributes[${j}]`, "reference");
+        }
+        return a;
+      });
+      this.keys.push({ logicalName: k.LogicalName, attributes: attrs });
+    }
+    const columns = new Map<string, string>();
+    for (const a of this.attributes.values()) {
+      const key = a.column.toLowerCase();
+      if (columns.has(key)) {
+        throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': attributes '${columns.get(key)}' and '${a.logicalName}' map to the same column '${a.column}'`, "$.Attributes", "unique");
+      }
+      columns.set(key, a.logicalName);
+    }
+  }
+
+  get isVirtual(): boolean {
+    return this.def.TableType === "Virtual";
+  }
+  /** The table (or source) holding the rows. */
+  get table(): string {
+    return this.def.ExternalName ?? this.logicalName;
+  }
+  get schemaName(): string {
+    return this.def.SchemaName!;
+  }
+}
+
+/**
+ * The whole model: every entity, relationship and global option set, resolved and cross-checked.
+ * Immutable: a change builds a new Model, so a request keeps the one it started with.
+ */
+export class Model {
+  readonly entities = new Map<string, EntityModel>();
+  readonly entitySets = new Map<string, EntityModel>();
+  readonly relationships = new Map<string, RelationshipDefinition>();
+  readonly optionSets = new Map<string, OptionSetDefinition>();
+
+  constructor(
+    entityDefs: readonly EntityDefinition[],
+    relationshipDefs: readonly RelationshipDefinition[],
+    optionSetDefs: readonly OptionSetDefinition[],
+    /** Names that already mean something at the service root (EntityDefinitions, $batch...). */
+    reservedSetNames: ReadonlySet<string> = new Set(),
+  ) {
+    for (const o of optionSetDefs) this.optionSets.set(o.Name, o);
+    for (const def of entityDefs) {
+      if (this.entities.has(def.LogicalName)) throw new DefinitionError(`Entity '${def.LogicalName}' is defined twice`, "$.LogicalName", "unique");
+      const entity = new EntityModel(def, this.optionSets);
+      if (this.entitySets.has(entity.entitySetName) || reservedSetNames.has(entity.entitySetName)) {
+        throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': EntitySetName '${entity.entitySetName}' is already in use`, "$.EntitySetName", "unique");
+      }
+      this.entities.set(def.LogicalName, entity);
+      this.entitySets.set(entity.entitySetName, entity);
+    }
+    for (const entity of this.entities.values()) {
+      for (const a of entity.attributes.values()) {
+        if (a.type === "Lookup" && !this.entities.has(a.def.Targets![0]!)) {
+          throw new DefinitionError(`Invalid entity definition '${entity.logicalName}.${a.logicalName}': lookup target '${a.def.Targets![0]}' is not defined`, "$.Attributes.Targets", "reference");
+        }
+      }
+    }
+    for (const r of relationshipDefs) {
+      if (this.relationships.has(r.SchemaName)) throw new DefinitionError(`Relationship '${r.SchemaName}' is defined twice`, "$.SchemaName", "unique");
+      this.relationships.set(r.SchemaName, r);
+      if (r.RelationshipType === "OneToManyRelationship") this.bindOneToMany(r);
+      else this.bindManyToMany(r);
+    }
+  }
+
+  entity(logicalName: string): EntityModel | undefined {
+    return this.entities.get(logicalName);
+  }
+
+  private requireEntity(name: string, rel: string, path: string): EntityModel {
+    const e = this.entities.get(name);
+    if (!e) throw new DefinitionError(`Invalid relationship definition '${rel}': entity '${name}' is not defined`, path, "reference");
+    return e;
+  }
+
+  private addNavigation(nav: NavigationModel, path: string): void {
+    const { source, name } = nav;
+    if (source.navigations.has(name) || source.properties.has(name)) {
+      throw new DefinitionError(`Invalid relationship definition '${nav.relationship.SchemaName}': '${source.logicalName}' already has a property named '${name}'`, path, "unique");
+    }
+    source.navigations.set(name, nav);
+  }
+
+  private bindOneToMany(r: OneToManyRelationshipDefinition): void {
+    const referenced = this.requireEntity(r.ReferencedEntity, r.SchemaName, "$.ReferencedEntity");
+    const referencing = this.requireEntity(r.ReferencingEntity, r.SchemaName, "$.ReferencingEntity");
+    if (referenced.primaryId.logicalName !== r.ReferencedAttribute) {
+      throw new DefinitionError(`Invalid relationship definition '${r.SchemaName}': ReferencedAttribute '${r.ReferencedAttribute}' must be the primary key of '${referenced.logicalName}'`, "$.ReferencedAttribute", "reference");
+    }
+    const lookup = referencing.attributes.get(r.ReferencingAttribute);
+    if (!lookup || lookup.type !== "Lookup" || lookup.def.Targets![0] !== referenced.logicalName) {
+      throw new DefinitionError(`Invalid relationship definition '${r.SchemaName}': ReferencingAttribute '${r.ReferencingAttribute}' must be a lookup of '${referencing.logicalName}' targeting '${referenced.logicalName}'`, "$.ReferencingAttribute", "reference");
+    }
+    const single: NavigationModel = { name: r.ReferencingEntityNavigationPropertyName, source: referencing, target: referenced, relationship: r, kind: "single", lookup, partnerName: r.ReferencedEntityNavigationPropertyName };
+    const collection: NavigationModel = { name: r.ReferencedEntityNavigationPropertyName, source: referenced, target: referencing, relationship: r, kind: "collection", lookup, partnerName: r.ReferencingEntityNavigationPropertyName };
+    this.addNavigation(single, "$.ReferencingEntityNavigationPropertyName");
+    this.addNavigation(collection, "$.ReferencedEntityNavigationPropertyName");
+    lookup.navigation = single;
+  }
+
+  private bindManyToMany(r: ManyToManyRelationshipDefinition): void {
+    const e1 = this.requireEntity(r.Entity1LogicalName, r.SchemaName, "$.Entity1LogicalName");
+    const e2 = this.requireEntity(r.Entity2LogicalName, r.SchemaName, "$.Entity2LogicalName");
+    const table = r.IntersectEntityName;
+    this.addNavigation({ name: r.Entity1NavigationPropertyName, source: e1, target: e2, relationship: r, kind: "collection", intersect: { table, sourceColumn: r.Entity1IntersectAttribute, targetColumn: r.Entity2IntersectAttribute }, partnerName: r.Entity2NavigationPropertyName }, "$.Entity1NavigationPropertyName");
+    this.addNavigation({ name: r.Entity2NavigationPropertyName, source: e2, target: e1, relationship: r, kind: "collection", intersect: { table, sourceColumn: r.Entity2IntersectAttribute, targetColumn: r.Entity1IntersectAttribute }, partnerName: r.Entity1NavigationPropertyName }, "$.Entity2NavigationPropertyName");
+  }
+}

@@ -1,0 +1,79 @@
+import type { AttributeModel, EdmPrimitiveType, EntityModel, NavigationModel } from "../metadata/model.js";
+
+/**
+ * The query after binding: every name resolved against the model, every node typed. Providers receive
+ * this tree (never a string) and either translate it or say they cannot.
+ */
+export type BoundType = EdmPrimitiveType | "null";
+
+export type ComparisonOperator = "eq" | "ne" | "gt" | "ge" | "lt" | "le";
+export type ArithmeticOperator = "add" | "sub" | "mul" | "div" | "mod";
+
+export type StringFunction = "contains" | "startswith" | "endswith" | "tolower" | "toupper" | "length" | "trim" | "concat" | "substring" | "indexof";
+export type DateFunction = "year" | "month" | "day" | "hour" | "minute" | "second" | "date" | "now";
+export type MathFunction = "round" | "floor" | "ceiling";
+export type FunctionName = StringFunction | DateFunction | MathFunction;
+
+export type BoundExpression =
+  | { kind: "constant"; type: BoundType; value: unknown }
+  /** A structural property, possibly reached through single-valued navigations (lookups). */
+  | { kind: "property"; type: EdmPrimitiveType; attribute: AttributeModel; navigations: NavigationModel[] }
+  | { kind: "comparison"; type: "Edm.Boolean"; op: ComparisonOperator; left: BoundExpression; right: BoundExpression }
+  | { kind: "logical"; type: "Edm.Boolean"; op: "and" | "or"; left: BoundExpression; right: BoundExpression }
+  | { kind: "not"; type: "Edm.Boolean"; operand: BoundExpression }
+  | { kind: "arithmetic"; type: EdmPrimitiveType; op: ArithmeticOperator; left: BoundExpression; right: BoundExpression }
+  | { kind: "negate"; type: EdmPrimitiveType; operand: BoundExpression }
+  | { kind: "call"; type: EdmPrimitiveType; name: FunctionName; args: BoundExpression[] }
+  | { kind: "in"; type: "Edm.Boolean"; operand: BoundExpression; values: BoundExpression[] };
+
+export interface BoundOrderBy {
+  expression: BoundExpression;
+  descending: boolean;
+}
+
+export interface BoundExpand {
+  navigation: NavigationModel;
+  query: BoundQuery;
+}
+
+/** Everything a provider needs to answer a collection request. */
+export interface BoundQuery {
+  entity: EntityModel;
+  filter?: BoundExpression;
+  orderBy: BoundOrderBy[];
+  /** The attributes to return; the primary key is always among them. */
+  select: AttributeModel[];
+  top?: number;
+  skip?: number;
+  count: boolean;
+  expand: BoundExpand[];
+}
+
+export const NUMERIC_TYPES: ReadonlySet<string> = new Set(["Edm.Int32", "Edm.Int64", "Edm.Decimal", "Edm.Double"]);
+export const INTEGER_TYPES: ReadonlySet<string> = new Set(["Edm.Int32", "Edm.Int64"]);
+
+/** Walks a bound expression. */
+export function visitExpression(e: BoundExpression, visit: (e: BoundExpression) => void): void {
+  visit(e);
+  switch (e.kind) {
+    case "comparison":
+    case "logical":
+    case "arithmetic":
+      visitExpression(e.left, visit);
+      visitExpression(e.right, visit);
+      break;
+    case "not":
+    case "negate":
+      visitExpression(e.operand, visit);
+      break;
+    case "call":
+      for (const a of e.args) visitExpression(a, visit);
+      break;
+    case "in":
+      visitExpression(e.operand, visit);
+      for (const v of e.values) visitExpression(v, visit);
+      break;
+    default:
+      break;
+  }
+}

@@ -1,0 +1,47 @@
+import type { Dialect } from "./dialect.js";
+
+export interface RunResult {
+  changes: number;
+}
+
+/**
+ * Runs parameterized SQL straight on the driver's connection: no ORM hydration on the hot path.
+ * A transaction gets its own executor; statements outside it never see its uncommitted rows.
+ */
+export interface SqlExecutor {
+  readonly dialect: Dialect;
+  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;
+  execute(sql: string, params?: readonly unknown[]): Promise<RunResult>;
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /** True inside a transaction. */
+  readonly inTransaction: boolean;
+}
+
+/** A FIFO mutex: SQLite has one connection, so a transaction must own it until it ends. */
+export class AsyncLock {
+  private tail: Promise<void> = Promise.resolve();
+  private held = false;
+  get isHeld(): boolean {
+    return this.held;
+  }
+  async acquire(): Promise<() => void> {
+    let release!: () => void;
+    const next = new Promise<void>((r) => (release = r));
+    const previous = this.tail;
+    this.tail = previous.then(() => next);
+    await previous;
+    this.held = true;
+    return () => {
+      this.held = false;
+      release();
+    };
+  }
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    const release = await this.acquire();
+    try {
+      return await work();
+    } finally {
+      release();
+    }
+  }
+}

@@ -1,0 +1,48 @@
+import type { Pool, PoolClient } from "pg";
+import { postgresDialect } from "./dialect.js";
+import type { RunResult, SqlExecutor } from "./executor.js";
+
+/** Runs on the pg pool that TypeORM opened, with its rows as plain objects. */
+export class PostgresExecutor implements SqlExecutor {
+  readonly dialect = postgresDialect;
+  readonly inTransaction = false;
+  constructor(readonly pool: Pool) {}
+
+  async query<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
+    const r = await this.pool.query(sql, params as unknown[]);
+    return r.rows as T[];
+  }
+  async execute(sql: string, params: readonly unknown[] = []): Promise<RunResult> {
+    const r = await this.pool.query(sql, params as unknown[]);
+    return { changes: r.rowCount ?? 0 };
+  }
+  async transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query("BEGIN");
+      const result = await work(new PostgresTransaction(client));
+      await client.query("COMMIT");
+      return result;
+    } catch (e) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+}
+
+class PostgresTransaction implements SqlExecutor {
+  readonly dialect = postgresDialect;
+  readonly inTransaction = true;
+  constructor(private readonly client: PoolClient) {}
+  async query<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
+    return (await this.client.query(sql, params as unknown[])).rows as T[];
+  }
+  async execute(sql: string, params: readonly unknown[] = []): Promise<RunResult> {
+    return { changes: (await this.client.query(sql, params as unknown[])).rowCount ?? 0 };
+  }
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    return work(this);
+  }
+}

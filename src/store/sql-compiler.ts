@@ -1,0 +1,299 @@
+import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
+import type { BoundExpression, BoundOrderBy, BoundQuery } from "../odata/bound.js";
+import { INTEGER_TYPES } from "../odata/bound.js";
+import { type Dialect, SqlBuilder } from "./dialect.js";
+
+export interface CompiledSql {
+  sql: string;
+  params: unknown[];
+}
+
+/** Where the previous page ended: the order values of its last row (the primary key last). */
+export type KeysetPosition = unknown[];
+
+export interface SelectPlan {
+  query: BoundQuery;
+  /** Rows to fetch (one more than the page, to know whether another page follows). */
+  limit?: number;
+  offset?: number;
+  after?: KeysetPosition;
+}
+
+/** Column alias under which the i-th order value is returned, to build the next page's position. */
+export const orderAlias = (i: number) => `__o${i}`;
+
+/**
+ * Compiles a bound query to one parameterized SELECT. Nulls follow OData's two-valued logic:
+ * comparisons with null are false, `ne` is true against null, and `not` never turns unknown into true.
+ */
+export class SqlQueryCompiler {
+  private readonly b: SqlBuilder;
+  private readonly joins = new Map<string, { alias: string; sql: string }>();
+
+  constructor(
+    readonly dialect: Dialect,
+    readonly entity: EntityModel,
+  ) {
+    this.b = new SqlBuilder(dialect);
+  }
+
+  private q(id: string): string {
+    return this.dialect.quote(id);
+  }
+
+  /** The effective order: the requested terms, then the primary key so paging is deterministic. */
+  static orderOf(query: BoundQuery): BoundOrderBy[] {
+    const pk = query.entity.primaryId;
+    const terms = [...query.orderBy];
+    const hasPk = terms.some((t) => t.expression.kind === "property" && t.expression.navigations.length === 0 && t.expression.attribute === pk);
+    if (!hasPk) terms.push({ expression: { kind: "property", type: pk.edmType, attribute: pk, navigations: [] }, descending: false });
+    return terms;
+  }
+
+  compileSelect(plan: SelectPlan): CompiledSql {
+    const { query } = plan;
+    const columns = query.select.map((a) => `t0.${this.q(a.column)} AS ${this.q(a.logicalName)}`);
+    const order = SqlQueryCompiler.orderOf(query);
+    const orderExprs = order.map((t) => this.expr(t.expression));
+    orderExprs.forEach((e, i) => columns.push(`${e} AS ${this.q(orderAlias(i))}`));
+    const where: string[] = [];
+    if (query.filter) where.push(this.predicate(query.filter));
+    if (plan.after) where.push(this.keyset(order, orderExprs, plan.after));
+    let sql = `SELECT ${columns.join(", ")} FROM ${this.q(this.entity.table)} t0${this.joinSql()}`;
+    if (where.length) sql += ` WHERE ${where.join(" AND ")}`;
+    sql += ` ORDER BY ${order.map((t, i) => this.dialect.orderTerm(orderExprs[i]!, t.descending)).join(", ")}`;
+    if (plan.limit !== undefined) sql += ` LIMIT ${this.b.param(plan.limit)}`;
+    if (plan.offset) sql += ` OFFSET ${this.b.param(plan.offset)}`;
+    return { sql, params: this.b.params };
+  }
+
+  compileCount(query: BoundQuery): CompiledSql {
+    const where = query.filter ? ` WHERE ${this.predicate(query.filter)}` : "";
+    // Joins are collected while compiling the filter, so build the FROM clause afterwards.
+    const sql = `SELECT COUNT(*) AS ${this.q("count")} FROM ${this.q(this.entity.table)} t0${this.joinSql()}${where}`;
+    return { sql, params: this.b.params };
+  }
+
+  /** A WHERE clause alone (with its joins), for the in-provider uses like keyed updates. */
+  compileWhere(filter: BoundExpression): { joins: string; where: string; params: unknown[] } {
+    const where = this.predicate(filter);
+    return { joins: this.joinSql(), where, params: this.b.params };
+  }
+
+  private joinSql(): string {
+    return [...this.joins.values()].map((j) => ` ${j.sql}`).join("");
+  }
+
+  private aliasFor(navigations: NavigationModel[]): string {
+    let alias = "t0";
+    let key = "";
+    for (const nav of navigations) {
+      key += "/" + nav.name;
+      let join = this.joins.get(key);
+      if (!join) {
+        const next = `j${this.joins.size + 1}`;
+        const target = nav.target;
+        join = {
+          alias: next,
+          sql: `LEFT JOIN ${this.q(target.table)} ${next} ON ${next}.${this.q(target.primaryId.column)} = ${alias}.${this.q(nav.lookup!.column)}`,
+        };
+        this.joins.set(key, join);
+      }
+      alias = join.alias;
+    }
+    return alias;
+  }
+
+  /** A Boolean expression in predicate position (a bare Boolean property becomes `= true`). */
+  predicate(e: BoundExpression): string {
+    if (e.kind === "property" || (e.kind === "constant" && e.type === "Edm.Boolean")) {
+      return `(${this.expr(e)} = ${e.kind === "constant" ? this.expr(e) : this.dialect.trueLiteral})`;
+    }
+    if (e.kind === "constant" && e.type === "null") return `(1 = 0)`;
+    return this.expr(e);
+  }
+
+  private constant(value: unknown, type: string): string {
+    if (value === null || value === undefined) return "NULL";
+    if (type === "Edm.Boolean") return value ? this.dialect.trueLiteral : this.dialect.falseLiteral;
+    return this.dialect.typedParam(this.b.param(value), type);
+  }
+
+  expr(e: BoundExpression): string {
+    const d = this.dialect;
+    switch (e.kind) {
+      case "constant":
+        return this.constant(e.value, e.type);
+      case "property":
+        return `${this.aliasFor(e.navigations)}.${this.q(e.attribute.column)}`;
+      case "logical":
+        return `(${this.predicate(e.left)} ${e.op === "and" ? "AND" : "OR"} ${this.predicate(e.right)})`;
+      case "not":
+        return `(NOT ${d.coalesceBoolean(this.predicate(e.operand))})`;
+      case "negate":
+        return `(-${this.expr(e.operand)})`;
+      case "arithmetic": {
+        const l = this.expr(e.left);
+        const r = this.expr(e.right);
+        switch (e.op) {
+          case "add":
+            return `(${l} + ${r})`;
+          case "sub":
+            return `(${l} - ${r})`;
+          case "mul":
+            return `(${l} * ${r})`;
+          case "div":
+            return d.divide(l, r, INTEGER_TYPES.has(e.left.type) && INTEGER_TYPES.has(e.right.type));
+          case "mod":
+            return d.modulo(l, r);
+        }
+        break;
+      }
+      case "comparison":
+        return this.comparison(e);
+      case "in": {
+        const operand = this.expr(e.operand);
+        const nonNull = e.values.filter((v) => v.kind !== "constant" || v.value !== null);
+        const parts: string[] = [];
+        if (nonNull.length) parts.push(`${operand} IN (${nonNull.map((v) => this.expr(v)).join(", ")})`);
+        if (nonNull.length < e.values.length) parts.push(`${operand} IS NULL`);
+        return `(${parts.join(" OR ")})`;
+      }
+      case "call":
+        return this.call(e);
+    }
+    throw new Error(`Unhandled expression ${(e as { kind: string }).kind}`);
+  }
+
+  private comparison(e: Extract<BoundExpression, { kind: "comparison" }>): string {
+    const d = this.dialect;
+    const isNull = (x: BoundExpression) => x.kind === "constant" && x.value === null;
+    const { left, right, op } = e;
+    if (isNull(left) && isNull(right)) return op === "eq" || op === "ge" || op === "le" ? "(1 = 1)" : "(1 = 0)";
+    if (isNull(left) || isNull(right)) {
+      const other = this.expr(isNull(left) ? right : left);
+      if (op === "eq") return `(${other} IS NULL)`;
+      if (op === "ne") return `(${other} IS NOT NULL)`;
+      return "(1 = 0)";
+    }
+    const l = this.expr(left);
+    const r = this.expr(right);
+    const bothComputed = left.kind !== "constant" && right.kind !== "constant";
+    switch (op) {
+      case "eq":
+        return bothComputed ? d.nullSafeEquals(l, r) : `(${l} = ${r})`;
+      case "ne":
+        return d.nullSafeNotEquals(l, r);
+      case "gt":
+        return `(${l} > ${r})`;
+      case "ge":
+        return `(${l} >= ${r})`;
+      case "lt":
+        return `(${l} < ${r})`;
+      case "le":
+        return `(${l} <= ${r})`;
+    }
+  }
+
+  private call(e: Extract<BoundExpression, { kind: "call" }>): string {
+    const d = this.dialect;
+    const [a0, a1, a2] = e.args;
+    switch (e.name) {
+      case "contains":
+      case "startswith":
+      case "endswith": {
+        const subject = this.expr(a0!);
+        if (a1!.kind === "constant") {
+          if (a1!.value === null) return "(1 = 0)";
+          return `(${d.matchPattern(subject, this.b.param(d.patternFor(e.name, a1!.value as string)))})`;
+        }
+        const needle = this.expr(a1!);
+        if (e.name === "contains") return `(${d.positionOf(subject, needle)} >= 0)`;
+        if (e.name === "startswith") return `(${d.substring(subject, "0", d.length(needle))} = ${needle})`;
+        return `(${d.length(subject)} >= ${d.length(needle)} AND ${d.substring(subject, `${d.length(subject)} - ${d.length(needle)}`)} = ${needle})`;
+      }
+      case "tolower":
+        return d.lower(this.expr(a0!));
+      case "toupper":
+        return d.upper(this.expr(a0!));
+      case "trim":
+        return d.trim(this.expr(a0!));
+      case "length":
+        return d.length(this.expr(a0!));
+      case "concat":
+        return d.concat(this.expr(a0!), this.expr(a1!));
+      case "indexof":
+        return d.positionOf(this.expr(a0!), this.expr(a1!));
+      case "substring": {
+        // OData clamps a negative start or length to zero; do it here so every store agrees.
+        const start = `(CASE WHEN ${this.expr(a1!)} < 0 THEN 0 ELSE ${this.expr(a1!)} END)`;
+        const len = a2 ? `(CASE WHEN ${this.expr(a2)} < 0 THEN 0 ELSE ${this.expr(a2)} END)` : undefined;
+        return d.substring(this.expr(a0!), start, len);
+      }
+      case "year":
+      case "month":
+      case "day":
+      case "hour":
+      case "minute":
+      case "second":
+        return d.datePart(e.name, this.expr(a0!), a0!.type);
+      case "date":
+        return d.dateOf(this.expr(a0!), a0!.type);
+      case "now":
+        return d.now();
+      case "round":
+        return d.round(this.expr(a0!));
+      case "floor":
+        return d.floor(this.expr(a0!));
+      case "ceiling":
+        return d.ceiling(this.expr(a0!));
+    }
+  }
+
+  /** Rows strictly after `position` in the given order (nulls first ascending, last descending). */
+  private keyset(order: BoundOrderBy[], exprs: string[], position: KeysetPosition): string {
+    const alternatives: string[] = [];
+    for (let i = 0; i < order.length; i++) {
+      const parts: string[] = [];
+      for (let j = 0; j < i; j++) parts.push(this.equalTo(exprs[j]!, position[j], order[j]!.expression.type));
+      const after = this.after(exprs[i]!, position[i], order[i]!);
+      if (after === undefined) continue;
+      parts.push(after);
+      alternatives.push(`(${parts.join(" AND ")})`);
+    }
+    return alternatives.length ? `(${alternatives.join(" OR ")})` : "(1 = 0)";
+  }
+
+  private equalTo(expr: string, value: unknown, type: string): string {
+    return value === null ? `${expr} IS NULL` : `${expr} = ${this.constant(value, type)}`;
+  }
+
+  private after(expr: string, value: unknown, term: BoundOrderBy): string | undefined {
+    const type = term.expression.type;
+    if (!term.descending) return value === null ? `${expr} IS NOT NULL` : `${expr} > ${this.constant(value, type)}`;
+    return value === null ? undefined : `(${expr} < ${this.constant(value, type)} OR ${expr} IS NULL)`;
+  }
+}
+
+/** Converts a value read from the store to its OData JSON form. */
+export function fromStore(attr: AttributeModel, value: unknown): unknown {
+  if (value === null || value === undefined) return null;
+  switch (attr.edmType) {
+    case "Edm.Boolean":
+      return value === true || value === 1 || value === "1" || value === "true";
+    case "Edm.Int32":
+    case "Edm.Int64":
+    case "Edm.Decimal":
+    case "Edm.Double":
+      return typeof value === "number" ? value : Number(value);
+    case "Edm.Guid":
+      return String(value).toLowerCase();
+    case "Edm.Date":
+      return typeof value === "string" ? value.slice(0, 10) : value instanceof Date ? value.toISOString().slice(0, 10) : String(value);
+    case "Edm.DateTimeOffset":
+      if (value instanceof Date) return value.toISOString();
+      return typeof value === "string" && !value.endsWith("Z") ? new Date(value.includes("T") ? value : value.replace(" ", "T") + "Z").toISOString() : value;
+    default:
+      return value;
+  }
+}

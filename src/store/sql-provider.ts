@@ -1,0 +1,198 @@
+import type { AttributeModel, EntityModel } from "../metadata/model.js";
+import type { DataProvider, ProviderCapabilities, RetrieveMultipleRequest, RetrieveMultipleResult, Row, WriteOutcome } from "../providers/data-provider.js";
+import type { SqlExecutor } from "./executor.js";
+import { SqlQueryCompiler, fromStore, orderAlias } from "./sql-compiler.js";
+
+/** The built-in provider's id: rows in the SQL store (SQLite or PostgreSQL) the service opened. */
+export const SQL_PROVIDER_ID = "b1f6a2b4-6a8c-4f4e-9a55-2c5a3d0e7f10";
+
+const CAPABILITIES: ProviderCapabilities = {
+  filter: true,
+  navigationFilter: true,
+  orderBy: true,
+  count: true,
+  skip: true,
+  create: true,
+  update: true,
+  delete: true,
+  transactions: true,
+};
+
+/** Where auto-numbers come from; one row per numbered attribute, advanced inside the writing transaction. */
+export const SEQUENCE_TABLE = "vep_sequence";
+
+function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: string; message?: string };
+  return err?.code === "23505" || err?.code === "SQLITE_CONSTRAINT_UNIQUE" || err?.code === "SQLITE_CONSTRAINT_PRIMARYKEY" || /UNIQUE constraint failed/.test(err?.message ?? "");
+}
+
+/** Serves entities whose rows live in tables of the SQL store, as parameterized SQL on the raw connection. */
+export class SqlDataProvider implements DataProvider {
+  readonly id = SQL_PROVIDER_ID;
+  readonly name = "SQL store";
+
+  constructor(readonly executor: SqlExecutor) {}
+
+  capabilities(): ProviderCapabilities {
+    return CAPABILITIES;
+  }
+
+  private q(id: string) {
+    return this.executor.dialect.quote(id);
+  }
+
+  private toRow(entity: EntityModel, attrs: readonly AttributeModel[], raw: Record<string, unknown>): Row {
+    const row: Row = {};
+    for (const a of attrs) row[a.logicalName] = fromStore(a, raw[a.logicalName]);
+    return row;
+  }
+
+  async retrieveMultiple(request: RetrieveMultipleRequest): Promise<RetrieveMultipleResult> {
+    const { query, pageSize, after } = request;
+    const compiler = new SqlQueryCompiler(this.executor.dialect, query.entity);
+    const { sql, params } = compiler.compileSelect({ query, limit: pageSize + 1, offset: after ? undefined : query.skip, after });
+    const raw = await this.executor.query<Record<string, unknown>>(sql, params);
+    const more = raw.length > pageSize;
+    const page = more ? raw.slice(0, pageSize) : raw;
+    const rows = page.map((r) => this.toRow(query.entity, query.select, r));
+    let next: unknown[] | undefined;
+    if (more) {
+      const last = page[page.length - 1]!;
+      const order = SqlQueryCompiler.orderOf(query);
+      next = order.map((_t, i) => normalizePosition(last[orderAlias(i)]));
+    }
+    return { rows, next };
+  }
+
+  async count(query: RetrieveMultipleRequest["query"]): Promise<number> {
+    const { sql, params } = new SqlQueryCompiler(this.executor.dialect, query.entity).compileCount(query);
+    const [row] = await this.executor.query<{ count: number | string }>(sql, params);
+    return Number(row?.count ?? 0);
+  }
+
+  async retrieve(entity: EntityModel, id: string, select: readonly AttributeModel[]): Promise<Row | undefined> {
+    const cols = select.map((a) => `${this.q(a.column)} AS ${this.q(a.logicalName)}`).join(", ");
+    const sql = `SELECT ${cols} FROM ${this.q(entity.table)} WHERE ${this.q(entity.primaryId.column)} = ${this.param(1, "Edm.Guid")}`;
+    const [raw] = await this.executor.query<Record<string, unknown>>(sql, [id]);
+    return raw ? this.toRow(entity, select, raw) : undefined;
+  }
+
+  private param(n: number, edmType: string): string {
+    return this.executor.dialect.typedParam(this.executor.dialect.placeholder(n), edmType);
+  }
+
+  private toParam(attr: AttributeModel, value: unknown): unknown {
+    return this.executor.dialect.toParam(value);
+  }
+
+  async create(entity: EntityModel, values: Row): Promise<WriteOutcome<Row>> {
+    return this.executor.transaction(async (tx) => {
+      const now = new Date().toISOString();
+      const row: Row = { ...values, createdon: now, modifiedon: now, versionnumber: 1 };
+      for (const a of entity.attributes.values()) {
+        if (a.def.AutoNumberFormat && (row[a.logicalName] === undefined || row[a.logicalName] === null)) {
+          row[a.logicalName] = await this.nextAutoNumber(tx, entity, a);
+        }
+      }
+      const attrs = [...entity.attributes.values()].filter((a) => row[a.logicalName] !== undefined);
+      const cols = attrs.map((a) => this.q(a.column)).join(", ");
+      const params = attrs.map((a) => this.toParam(a, row[a.logicalName]));
+      const placeholders = attrs.map((a, i) => this.param(i + 1, a.edmType)).join(", ");
+      try {
+        await tx.execute(`INSERT INTO ${this.q(entity.table)} (${cols}) VALUES (${placeholders})`, params);
+      } catch (e) {
+        if (isUniqueViolation(e)) return { status: "conflict", message: describeUnique(entity, e) };
+        throw e;
+      }
+      const stored = await new SqlDataProvider(tx).retrieve(entity, row[entity.primaryId.logicalName] as string, [...entity.attributes.values()]);
+      return { status: "ok", row: stored! };
+    });
+  }
+
+  private async nextAutoNumber(tx: SqlExecutor, entity: EntityModel, attr: AttributeModel): Promise<string> {
+    const name = `${entity.logicalName}.${attr.logicalName}`;
+    const d = tx.dialect;
+    const p = (n: number) => d.placeholder(n);
+    const updated = await tx.query<{ value: number }>(`UPDATE ${this.q(SEQUENCE_TABLE)} SET ${this.q("value")} = ${this.q("value")} + 1 WHERE ${this.q("name")} = ${p(1)} RETURNING ${this.q("value")}`, [name]);
+    let value = updated[0]?.value;
+    if (value === undefined) {
+      value = 1;
+      await tx.execute(`INSERT INTO ${this.q(SEQUENCE_TABLE)} (${this.q("name")}, ${this.q("value")}) VALUES (${p(1)}, ${p(2)})`, [name, value]);
+    }
+    return formatAutoNumber(attr.def.AutoNumberFormat!, Number(value));
+  }
+
+  async update(entity: EntityModel, id: string, values: Row, expectedVersion?: number): Promise<WriteOutcome<Row>> {
+    return this.executor.transaction(async (tx) => {
+      const attrs = [...entity.attributes.values()].filter((a) => values[a.logicalName] !== undefined && !a.isPrimaryId && a.logicalName !== "versionnumber" && a.logicalName !== "modifiedon");
+      const params: unknown[] = attrs.map((a) => this.toParam(a, values[a.logicalName]));
+      const sets = attrs.map((a, i) => `${this.q(a.column)} = ${this.param(i + 1, a.edmType)}`);
+      params.push(new Date().toISOString());
+      sets.push(`${this.q("modifiedon")} = ${this.param(params.length, "Edm.DateTimeOffset")}`);
+      sets.push(`${this.q("versionnumber")} = ${this.q("versionnumber")} + 1`);
+      params.push(id);
+      let where = `${this.q(entity.primaryId.column)} = ${this.param(params.length, "Edm.Guid")}`;
+      if (expectedVersion !== undefined) {
+        params.push(expectedVersion);
+        where += ` AND ${this.q("versionnumber")} = ${this.param(params.length, "Edm.Int64")}`;
+      }
+      let changes: number;
+      try {
+        ({ changes } = await tx.execute(`UPDATE ${this.q(entity.table)} SET ${sets.join(", ")} WHERE ${where}`, params));
+      } catch (e) {
+        if (isUniqueViolation(e)) return { status: "conflict", message: describeUnique(entity, e) };
+        throw e;
+      }
+      const reader = new SqlDataProvider(tx);
+      if (changes === 0) {
+        const exists = await reader.retrieve(entity, id, [entity.primaryId]);
+        return { status: exists ? "precondition-failed" : "not-found" };
+      }
+      const stored = await reader.retrieve(entity, id, [...entity.attributes.values()]);
+      return { status: "ok", row: stored! };
+    });
+  }
+
+  async delete(entity: EntityModel, id: string, expectedVersion?: number): Promise<WriteOutcome<null>> {
+    return this.executor.transaction(async (tx) => {
+      const params: unknown[] = [id];
+      let where = `${this.q(entity.primaryId.column)} = ${this.param(1, "Edm.Guid")}`;
+      if (expectedVersion !== undefined) {
+        params.push(expectedVersion);
+        where += ` AND ${this.q("versionnumber")} = ${this.param(2, "Edm.Int64")}`;
+      }
+      const { changes } = await tx.execute(`DELETE FROM ${this.q(entity.table)} WHERE ${where}`, params);
+      if (changes === 0) {
+        const exists = await new SqlDataProvider(tx).retrieve(entity, id, [entity.primaryId]);
+        return { status: exists ? "precondition-failed" : "not-found" };
+      }
+      return { status: "ok", row: null };
+    });
+  }
+
+  transaction<T>(work: (provider: DataProvider) => Promise<T>): Promise<T> {
+    if (this.executor.inTransaction) return work(this);
+    return this.executor.transaction((tx) => work(new SqlDataProvider(tx)));
+  }
+}
+
+function normalizePosition(v: unknown): unknown {
+  if (typeof v === "bigint") return Number(v);
+  if (v instanceof Date) return v.toISOString();
+  return v ?? null;
+}
+
+/** `HR{SEQNUM:6}` with 42 gives `HR000042`. */
+export function formatAutoNumber(format: string, value: number): string {
+  return format.replace(/\{SEQNUM:(\d{1,2})\}/, (_m, digits: string) => String(value).padStart(Number(digits), "0"));
+}
+
+function describeUnique(entity: EntityModel, e: unknown): string {
+  const message = (e as Error).message ?? "";
+  const attr = [...entity.attributes.values()].find((a) => message.includes(`.${a.column}`) || message.includes(`(${a.column})`) || message.includes(`"${a.column}"`));
+  if (attr?.isPrimaryId) return `A record with the same ${attr.logicalName} already exists in ${entity.logicalName}`;
+  const key = entity.keys.find((k) => k.attributes.some((a) => message.includes(a.column)));
+  if (key) return `A record with the same value of the key '${key.logicalName}' (${key.attributes.map((a) => a.logicalName).join(", ")}) already exists in ${entity.logicalName}`;
+  if (attr) return `A record with the same value of '${attr.logicalName}' already exists in ${entity.logicalName}`;
+  return `The record duplicates one that already exists in ${entity.logicalName}`;
+}

@@ -1,0 +1,82 @@
+import type { Database, Statement } from "better-sqlite3";
+import { sqliteDialect } from "./dialect.js";
+import { AsyncLock, type RunResult, type SqlExecutor } from "./executor.js";
+
+const STATEMENT_CACHE_SIZE = 500;
+
+/** better-sqlite3 is synchronous; statements are prepared once and cached by their SQL text. */
+export class SqliteExecutor implements SqlExecutor {
+  readonly dialect = sqliteDialect;
+  readonly inTransaction = false;
+  private readonly statements = new Map<string, Statement>();
+  /** Held by a transaction or a schema change; plain statements wait for it. */
+  readonly lock = new AsyncLock();
+
+  constructor(readonly db: Database) {}
+
+  prepare(sql: string): Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      if (this.statements.size >= STATEMENT_CACHE_SIZE) this.statements.delete(this.statements.keys().next().value!);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
+
+  /** Schema changes replace tables: statements prepared against the old ones must go. */
+  clearStatements(): void {
+    this.statements.clear();
+  }
+
+  queryNow<T>(sql: string, params: readonly unknown[] = []): T[] {
+    const s = this.prepare(sql);
+    return (s.reader ? s.all(...params) : (s.run(...params), [])) as T[];
+  }
+
+  executeNow(sql: string, params: readonly unknown[] = []): RunResult {
+    const r = this.prepare(sql).run(...params);
+    return { changes: r.changes };
+  }
+
+  async query<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
+    if (this.lock.isHeld) return this.lock.run(async () => this.queryNow<T>(sql, params));
+    return this.queryNow<T>(sql, params);
+  }
+
+  async execute(sql: string, params: readonly unknown[] = []): Promise<RunResult> {
+    if (this.lock.isHeld) return this.lock.run(async () => this.executeNow(sql, params));
+    return this.executeNow(sql, params);
+  }
+
+  async transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    return this.lock.run(async () => {
+      this.db.exec("BEGIN IMMEDIATE");
+      try {
+        const result = await work(new SqliteTransaction(this));
+        this.db.exec("COMMIT");
+        return result;
+      } catch (e) {
+        if (this.db.inTransaction) this.db.exec("ROLLBACK");
+        throw e;
+      }
+    });
+  }
+}
+
+class SqliteTransaction implements SqlExecutor {
+  readonly inTransaction = true;
+  constructor(private readonly owner: SqliteExecutor) {}
+  get dialect() {
+    return this.owner.dialect;
+  }
+  async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+    return this.owner.queryNow<T>(sql, params);
+  }
+  async execute(sql: string, params?: readonly unknown[]): Promise<RunResult> {
+    return this.owner.executeNow(sql, params);
+  }
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    return work(this);
+  }
+}

@@ -1,0 +1,231 @@
+import { DataSource, EntitySchema, type EntitySchemaColumnOptions } from "typeorm";
+import type { Pool } from "pg";
+import type { Database } from "better-sqlite3";
+import type { Dialect, DialectName } from "./dialect.js";
+import { AsyncLock, type SqlExecutor } from "./executor.js";
+import { SqliteExecutor } from "./sqlite-executor.js";
+import { PostgresExecutor } from "./postgres-executor.js";
+import type { ColumnSpec, TableSpec } from "./table-spec.js";
+
+export interface StoreOptions {
+  /**
+   * Where the data lives: an SQLite file path (or `sqlite:<path>`), `:memory:`, or a PostgreSQL URL
+   * (`postgres://…`; add `?schema=<name>` to keep the tables in a schema of their own).
+   */
+  database?: string;
+  /** Log every SQL statement TypeORM runs (schema changes). */
+  logging?: boolean;
+}
+
+/** The opened store: a TypeORM data source for schema work and a raw executor for queries. */
+export class Store {
+  private readonly schemaLock = new AsyncLock();
+  private readonly tables = new Map<string, TableSpec>();
+
+  private constructor(
+    readonly dataSource: DataSource,
+    readonly executor: SqlExecutor,
+    readonly description: string,
+    readonly pgSchema?: string,
+  ) {}
+
+  get dialect(): Dialect {
+    return this.executor.dialect;
+  }
+  get kind(): DialectName {
+    return this.executor.dialect.name;
+  }
+
+  static async open(options: StoreOptions = {}): Promise<Store> {
+    const database = options.database ?? ":memory:";
+    if (/^postgres(ql)?:\/\//.test(database)) return Store.openPostgres(database, options);
+    const file = database.replace(/^sqlite:/, "");
+    const ds = new DataSource({ type: "better-sqlite3", database: file, entities: [], logging: options.logging ?? false });
+    await ds.initialize();
+    const db = (ds.driver as unknown as { databaseConnection: Database }).databaseConnection;
+    if (file !== ":memory:") db.pragma("journal_mode = WAL");
+    db.pragma("busy_timeout = 5000");
+    return new Store(ds, new SqliteExecutor(db), file === ":memory:" ? "SQLite (in memory)" : `SQLite ${file}`);
+  }
+
+  private static async openPostgres(url: string, options: StoreOptions): Promise<Store> {
+    const parsed = new URL(url);
+    const schema = parsed.searchParams.get("schema") ?? undefined;
+    parsed.searchParams.delete("schema");
+    if (schema && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`Invalid PostgreSQL schema name '${schema}'`);
+    const pg = await import("pg");
+    const types = pg.default.types;
+    // Dates and times stay strings in the OData formats; int8 and numeric become numbers.
+    const parsers: Record<number, (v: string) => unknown> = {
+      1082: (v) => v,
+      1184: (v) => new Date(v).toISOString(),
+      1114: (v) => new Date(v + "Z").toISOString(),
+      20: (v) => Number(v),
+      1700: (v) => Number(v),
+    };
+    const extra = {
+      types: { getTypeParser: (oid: number, format?: "text" | "binary") => parsers[oid] ?? types.getTypeParser(oid, format) },
+      options: schema ? `-c search_path=${schema} -c timezone=UTC` : "-c timezone=UTC",
+    };
+    if (schema) {
+      const client = new pg.default.Client({ connectionString: parsed.toString() });
+      await client.connect();
+      try {
+        await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
+      } finally {
+        await client.end();
+      }
+    }
+    const ds = new DataSource({ type: "postgres", url: parsed.toString(), schema, entities: [], extra, logging: options.logging ?? false });
+    await ds.initialize();
+    const pool = (ds.driver as unknown as { master: Pool }).master;
+    parsed.password = parsed.password ? "***" : "";
+    return new Store(ds, new PostgresExecutor(pool), `PostgreSQL ${parsed.toString()}${schema ? ` (schema ${schema})` : ""}`, schema);
+  }
+
+  /** Runs work with no other statement on the store (SQLite) or no other schema change (PostgreSQL). */
+  async exclusive<T>(work: () => Promise<T>): Promise<T> {
+    return this.schemaLock.run(async () => {
+      if (this.executor instanceof SqliteExecutor) {
+        const ex = this.executor;
+        return ex.lock.run(async () => {
+          try {
+            return await work();
+          } finally {
+            ex.clearStatements();
+          }
+        });
+      }
+      return work();
+    });
+  }
+
+  /**
+   * Creates or alters the given tables to match their specs through TypeORM's schema builder
+   * (EntitySchemas built at run time). Columns are added without losing rows; tables not named are untouched.
+   */
+  async syncTables(specs: readonly TableSpec[]): Promise<void> {
+    await this.exclusive(async () => {
+      for (const spec of specs) this.tables.set(spec.name, spec);
+      if (this.kind === "postgres") await this.widenPostgresColumns(specs);
+      const schemas = [...this.tables.values()].map((t) => this.entitySchemaOf(t));
+      this.dataSource.setOptions({ entities: schemas });
+      await (this.dataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
+      await this.dataSource.synchronize(false);
+    });
+  }
+
+  async dropTable(name: string): Promise<void> {
+    await this.exclusive(async () => {
+      this.tables.delete(name);
+      const qr = this.dataSource.createQueryRunner();
+      try {
+        await qr.dropTable(this.pgSchema ? `${this.pgSchema}.${name}` : name, true);
+      } finally {
+        await qr.release();
+      }
+      this.dataSource.setOptions({ entities: [...this.tables.values()].map((t) => this.entitySchemaOf(t)) });
+      await (this.dataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
+    });
+  }
+
+  /**
+   * TypeORM changes a PostgreSQL column's type or length by dropping and re-adding it, which loses its
+   * values. Alter those columns in place first so the schema builder finds nothing to change.
+   */
+  private async widenPostgresColumns(specs: readonly TableSpec[]): Promise<void> {
+    for (const spec of specs) {
+      const existing = await this.executor.query<{ column_name: string; data_type: string; character_maximum_length: number | null; numeric_precision: number | null; numeric_scale: number | null }>(
+        `SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1`,
+        [spec.name],
+      );
+      const byName = new Map(existing.map((c) => [c.column_name, c]));
+      for (const col of spec.columns) {
+        const cur = byName.get(col.name);
+        if (!cur) continue;
+        const want = postgresType(col);
+        const same =
+          cur.data_type === want.dataType &&
+          (want.length === undefined || cur.character_maximum_length === want.length) &&
+          (want.precision === undefined || (cur.numeric_precision === want.precision && cur.numeric_scale === want.scale));
+        if (same) continue;
+        const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
+        await this.executor.execute(`ALTER TABLE ${q(spec.name)} ALTER COLUMN ${q(col.name)} TYPE ${want.sql} USING ${q(col.name)}::${want.sql}`);
+      }
+    }
+  }
+
+  private entitySchemaOf(spec: TableSpec): EntitySchema {
+    const columns: Record<string, EntitySchemaColumnOptions> = {};
+    const pg = this.kind === "postgres";
+    for (const c of spec.columns) columns[c.name] = columnOptions(c, pg);
+    const indices = spec.columns
+      .filter((c) => (c.indexed || c.unique) && !c.primary)
+      .map((c) => ({ name: indexName(spec.name, [c.name], c.unique ? "uq" : "ix"), columns: [c.name], unique: !!c.unique }));
+    for (const u of spec.uniques ?? []) indices.push({ name: indexName(spec.name, u.columns, "ak"), columns: u.columns, unique: true });
+    return new EntitySchema({ name: spec.name, tableName: spec.name, columns, indices });
+  }
+
+  async close(): Promise<void> {
+    if (this.dataSource.isInitialized) await this.dataSource.destroy();
+  }
+}
+
+function indexName(table: string, columns: string[], kind: string): string {
+  const raw = `${kind}_${table}_${columns.join("_")}`.toLowerCase();
+  if (raw.length <= 60) return raw;
+  let h = 0;
+  for (const ch of raw) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  return `${raw.slice(0, 50)}_${h.toString(36)}`;
+}
+
+function postgresType(c: ColumnSpec): { dataType: string; sql: string; length?: number; precision?: number; scale?: number } {
+  switch (c.kind) {
+    case "string":
+      return { dataType: "character varying", sql: `varchar(${c.length ?? 255}) COLLATE "C"`, length: c.length ?? 255 };
+    case "text":
+      return { dataType: "text", sql: `text COLLATE "C"` };
+    case "int":
+      return { dataType: "integer", sql: "integer" };
+    case "bigint":
+      return { dataType: "bigint", sql: "bigint" };
+    case "decimal":
+      return { dataType: "numeric", sql: `numeric(${c.precision},${c.scale})`, precision: c.precision, scale: c.scale };
+    case "double":
+      return { dataType: "double precision", sql: "double precision" };
+    case "boolean":
+      return { dataType: "boolean", sql: "boolean" };
+    case "date":
+      return { dataType: "date", sql: "date" };
+    case "datetime":
+      return { dataType: "timestamp with time zone", sql: "timestamptz(3)" };
+    case "uuid":
+      return { dataType: "uuid", sql: "uuid" };
+  }
+}
+
+function columnOptions(c: ColumnSpec, pg: boolean): EntitySchemaColumnOptions {
+  const base = { name: c.name, nullable: c.nullable, primary: c.primary ?? false };
+  switch (c.kind) {
+    case "string":
+      return { ...base, type: "varchar", length: c.length, ...(pg ? { collation: "C" } : {}) };
+    case "text":
+      return { ...base, type: "text", ...(pg ? { collation: "C" } : {}) };
+    case "int":
+      return { ...base, type: "integer" };
+    case "bigint":
+      return { ...base, type: "bigint" };
+    case "decimal":
+      return { ...base, type: pg ? "numeric" : "decimal", precision: c.precision, scale: c.scale };
+    case "double":
+      return { ...base, type: "double precision" };
+    case "boolean":
+      return { ...base, type: "boolean" };
+    case "date":
+      return { ...base, type: "date" };
+    case "datetime":
+      return pg ? { ...base, type: "timestamptz", precision: 3 } : { ...base, type: "datetime" };
+    case "uuid":
+      return pg ? { ...base, type: "uuid" } : { ...base, type: "varchar", length: 36 };
+  }
+}
