@@ -243,8 +243,8 @@ export class EntityModel {
   readonly properties = new Map<string, AttributeModel>();
   readonly navigations = new Map<string, NavigationModel>();
   readonly keys: AlternateKeyModel[] = [];
-  /** Selectable but not filterable values (labels of the metadata sets). */
-  readonly complexProperties = new Set<string>();
+  /** Selectable but not filterable values (labels of the metadata sets), with their CSDL types. */
+  readonly complexProperties = new Map<string, string>();
   readonly primaryId: AttributeModel;
   readonly primaryName?: AttributeModel;
 

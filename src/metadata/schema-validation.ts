@@ -21,7 +21,7 @@ export class DefinitionError extends Error {
 
 /** One ajv instance for every metadata schema, compiled once per process. */
 export function createSchemaAjv(): Ajv {
-  const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+  const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true });
   addFormats(ajv);
   for (const schema of [labelSchema, optionSetSchema, attributeSchema, entitySchema, relationshipSchema]) ajv.addSchema(schema);
   return ajv;

@@ -305,7 +305,7 @@ export function bindSelect(entity: EntityModel, text: string | undefined): Attri
 
 /** Complex (non-filterable) properties named by $select, for the metadata sets. */
 export function selectedComplexProperties(entity: EntityModel, text: string | undefined): string[] {
-  if (text === undefined || text.trim() === "*") return [...entity.complexProperties];
+  if (text === undefined || text.trim() === "*") return [...entity.complexProperties.keys()];
   return text
     .split(",")
     .map((s) => s.trim())

@@ -135,6 +135,14 @@ export function tokenize(input: string, option: string): Token[] {
       if (word === "duration" && rest[word.length] === "'") {
         throw notImplemented(`Duration literals (position ${i} in ${option}) are not supported`);
       }
+      if (word.includes(".") && rest[word.length] === "'") {
+        // An enumeration literal such as Microsoft.Dynamics.CRM.OwnershipTypes'UserOwned' compares as its member name.
+        const inner = tokenize(rest.slice(word.length), option)[0]!;
+        if (inner.t !== "literal" || inner.type !== "string") throw syntaxError(option, i, `malformed enumeration literal '${word}'`);
+        tokens.push({ t: "literal", type: "string", v: inner.v, text: word + inner.text, pos: i });
+        i += word.length + inner.text.length;
+        continue;
+      }
       if (word === "null") tokens.push({ t: "literal", type: "null", v: null, text: word, pos: i });
       else if (word === "true" || word === "false") tokens.push({ t: "literal", type: "boolean", v: word === "true", text: word, pos: i });
       else if (word === "INF" || word === "NaN") tokens.push({ t: "literal", type: "double", v: word === "INF" ? Infinity : NaN, text: word, pos: i });

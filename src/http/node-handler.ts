@@ -1,0 +1,58 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { badRequest, ODataError, ErrorCodes } from "../odata/errors.js";
+import type { ODataProcessor, ODataRequest, ODataResponse } from "../odata/processor.js";
+
+export type NodeRequestHandler = (req: IncomingMessage & { body?: unknown; originalUrl?: string }, res: ServerResponse, next?: (err?: unknown) => void) => void;
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new ODataError(413, ErrorCodes.badRequest, `The request body is larger than ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+export function send(res: ServerResponse, response: ODataResponse): void {
+  res.statusCode = response.status;
+  for (const [k, v] of Object.entries(response.headers)) res.setHeader(k, v);
+  if (response.body !== undefined && response.status !== 204 && response.status !== 304) {
+    res.setHeader("Content-Length", Buffer.byteLength(response.body));
+    res.end(response.body);
+  } else res.end();
+}
+
+/**
+ * A `(req, res, next)` handler for node:http, Express and Connect (and Fastify through `reply.raw`).
+ * Requests outside the service root go to `next` when there is one, else get a 404 OData error.
+ * A body an Express parser already read (`req.body`) is used as it is.
+ */
+export function createNodeHandler(processor: ODataProcessor, extraRoutes?: (req: ODataRequest) => Promise<ODataResponse | undefined>): NodeRequestHandler {
+  return (req, res, next) => {
+    const url = req.originalUrl ?? req.url ?? "/";
+    void (async () => {
+      let response: ODataResponse;
+      try {
+        const path = url.split("?")[0]!;
+        const inRoot = path === processor.rootPath || path.startsWith(processor.rootPath + "/");
+        const bodyAlreadyRead = req.body !== undefined && (typeof req.body !== "object" || req.body === null || Object.keys(req.body as object).length > 0 || req.readableEnded);
+        const body = bodyAlreadyRead ? (req.body as ODataRequest["body"]) : await readBody(req, processor.maxBodyBytes);
+        const request: ODataRequest = { method: req.method ?? "GET", url, headers: req.headers, body: Buffer.isBuffer(body) && body.length === 0 ? undefined : body };
+        const extra = extraRoutes ? await extraRoutes(request) : undefined;
+        if (extra) response = extra;
+        else if (!inRoot && next) {
+          next();
+          return;
+        } else response = await processor.process(request);
+      } catch (e) {
+        response = processor.errorResponse(e instanceof SyntaxError ? badRequest(e.message) : e);
+      }
+      send(res, response);
+    })().catch((e) => {
+      if (next) next(e);
+      else if (!res.headersSent) send(res, processor.errorResponse(e));
+    });
+  };
+}

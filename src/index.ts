@@ -1,0 +1,17 @@
+export { createService, VirtualEntityService, type ServiceOptions, type ListeningService } from "./service.js";
+export type * from "./metadata/types.js";
+export { Model, EntityModel, AttributeModel, type NavigationModel, type EdmPrimitiveType, edmTypeOf, pluralize, NAMESPACE, NAMESPACE_ALIAS } from "./metadata/model.js";
+export { DefinitionError, validateEntityDefinition, validateRelationshipDefinition, validateOptionSetDefinition } from "./metadata/schema-validation.js";
+export { MetadataService, type MetadataChange } from "./metadata/metadata-service.js";
+export { payloadSchemaOf } from "./metadata/payload-schema.js";
+export type { DataProvider, ProviderCapabilities, Row, RetrieveMultipleRequest, RetrieveMultipleResult, WriteOutcome, PagePosition } from "./providers/data-provider.js";
+export { ProviderRegistry } from "./providers/provider-registry.js";
+export type { BoundExpression, BoundQuery, BoundOrderBy } from "./odata/bound.js";
+export { evaluate, queryInMemory, compareValues } from "./odata/in-memory-evaluator.js";
+export { ODataError } from "./odata/errors.js";
+export { ODataProcessor, type ODataRequest, type ODataResponse, DEFAULT_ROOT } from "./odata/processor.js";
+export type { OperationDefinition, OperationContext, OperationResult, OperationParameter, OperationType } from "./odata/operations.js";
+export { createNodeHandler, type NodeRequestHandler } from "./http/node-handler.js";
+export { Store, type StoreOptions } from "./store/store.js";
+export { SqlDataProvider, SQL_PROVIDER_ID } from "./store/sql-provider.js";
+export { OpenSecurityPolicy, privilegeName, type SecurityPolicy, type Caller, type Right } from "./security/access.js";

@@ -1,0 +1,127 @@
+import Ajv, { type ErrorObject, type ValidateFunction } from "ajv";
+import addFormats from "ajv-formats";
+import type { AttributeModel, EntityModel } from "./model.js";
+
+export type WriteMode = "create" | "update";
+
+/**
+ * JSON Schema of a create or update payload, generated from the attribute metadata: types, lengths,
+ * ranges, option values, formats, required fields and which fields may be written at all.
+ */
+export function payloadSchemaOf(entity: EntityModel, mode: WriteMode): Record<string, unknown> {
+  const properties: Record<string, unknown> = {};
+  const required: string[] = [];
+  for (const a of entity.attributes.values()) {
+    if (a.type === "Lookup") continue; // written through `<navigation>@odata.bind`
+    const writable = mode === "create" ? a.isCreatable : a.isUpdatable;
+    if (!writable) continue;
+    properties[a.logicalName] = attributeSchema(a, mode);
+    if (mode === "create" && a.isRequiredOnCreate) required.push(a.logicalName);
+  }
+  return { type: "object", properties, required, additionalProperties: false };
+}
+
+function attributeSchema(a: AttributeModel, mode: WriteMode): Record<string, unknown> {
+  const nullable = (s: Record<string, unknown>): Record<string, unknown> => {
+    if (a.isPrimaryId) return s;
+    if (mode === "create" ? a.isRequiredOnCreate : a.def.RequiredLevel === "ApplicationRequired" || a.def.RequiredLevel === "SystemRequired") return s;
+    return { anyOf: [s, { type: "null" }] };
+  };
+  const d = a.def;
+  switch (a.type) {
+    case "String":
+    case "Memo": {
+      const s: Record<string, unknown> = { type: "string", maxLength: d.MaxLength };
+      if (a.isRequiredOnCreate || d.RequiredLevel === "ApplicationRequired" || d.RequiredLevel === "SystemRequired") s.minLength = 1;
+      if (d.Format === "Email") s.format = "email";
+      if (d.Format === "Url") s.format = "uri";
+      if (d.Format === "Phone") s.pattern = "^[+0-9()./ x-]{1,50}$";
+      return nullable(s);
+    }
+    case "Integer":
+      return nullable({ type: "integer", minimum: d.MinValue ?? -2147483648, maximum: d.MaxValue ?? 2147483647 });
+    case "BigInt":
+      return nullable({ type: "integer", minimum: d.MinValue ?? Number.MIN_SAFE_INTEGER, maximum: d.MaxValue ?? Number.MAX_SAFE_INTEGER });
+    case "Decimal":
+    case "Money":
+      return nullable({ type: "number", minimum: d.MinValue ?? -100000000000, maximum: d.MaxValue ?? 100000000000, decimalPlaces: d.Precision ?? 2 });
+    case "Double":
+      return nullable({ type: "number", minimum: d.MinValue ?? -100000000000, maximum: d.MaxValue ?? 100000000000 });
+    case "Boolean":
+      return nullable({ type: "boolean" });
+    case "DateTime":
+      return nullable(d.DateTimeBehavior === "DateOnly" ? { type: "string", format: "date" } : { type: "string", format: "date-time" });
+    case "Uniqueidentifier":
+      return nullable({ type: "string", format: "uuid" });
+    case "Picklist":
+      return nullable({ type: "integer", enum: [...(a.options?.keys() ?? [])] });
+    case "Lookup":
+      return { type: "string", format: "uuid" };
+  }
+}
+
+export interface PayloadViolation {
+  field: string;
+  message: string;
+}
+
+const validators = new WeakMap<EntityModel, Partial<Record<WriteMode, ValidateFunction>>>();
+let ajv: Ajv | undefined;
+
+function payloadAjv(): Ajv {
+  if (!ajv) {
+    ajv = new Ajv({ allErrors: false, strict: false });
+    addFormats(ajv);
+    ajv.addKeyword({
+      keyword: "decimalPlaces",
+      type: "number",
+      schemaType: "number",
+      validate: (places: number, value: number) => {
+        const text = String(value);
+        if (text.includes("e")) return Number(value.toFixed(places)) === value;
+        const dot = text.indexOf(".");
+        return dot < 0 || text.length - dot - 1 <= places;
+      },
+      error: { message: (cxt) => `must have at most ${cxt.schemaValue} digits after the decimal point` },
+    });
+  }
+  return ajv;
+}
+
+/** Validators are compiled once per entity definition and dropped with it (a new model, new ones). */
+export function payloadValidator(entity: EntityModel, mode: WriteMode): ValidateFunction {
+  let byMode = validators.get(entity);
+  if (!byMode) validators.set(entity, (byMode = {}));
+  return (byMode[mode] ??= payloadAjv().compile(payloadSchemaOf(entity, mode)));
+}
+
+/** The first violation of a payload, naming the field and the rule. */
+export function describeViolation(entity: EntityModel, mode: WriteMode, errors: ErrorObject[]): PayloadViolation {
+  const e = errors.find((x) => x.keyword !== "anyOf") ?? errors[0]!;
+  if (e.keyword === "required") {
+    const field = (e.params as { missingProperty: string }).missingProperty;
+    return { field, message: `The attribute '${field}' is required to create a ${entity.logicalName}` };
+  }
+  if (e.keyword === "additionalProperties") {
+    const field = (e.params as { additionalProperty: string }).additionalProperty;
+    const attr = entity.attributes.get(field) ?? entity.properties.get(field);
+    if (attr && !attr.isPrimaryId && attr.type !== "Lookup") {
+      return { field, message: `The attribute '${field}' of ${entity.logicalName} cannot be set on ${mode}` };
+    }
+    if (attr?.type === "Lookup" || entity.navigations.has(field)) {
+      const nav = attr?.navigation?.name ?? field;
+      return { field, message: `The lookup '${field}' must be set with '${nav}@odata.bind'` };
+    }
+    return { field, message: `The property '${field}' does not exist on ${entity.logicalName}` };
+  }
+  const field = e.instancePath.split("/")[1] ?? "";
+  const attr = entity.attributes.get(field);
+  let detail = e.message ?? e.keyword;
+  if (e.keyword === "format" && (e.params as { format: string }).format === "email") detail = "must be a valid e-mail address";
+  if (e.keyword === "format" && (e.params as { format: string }).format === "date") detail = "must be a date (YYYY-MM-DD)";
+  if (e.keyword === "format" && (e.params as { format: string }).format === "date-time") detail = "must be a date and time with an offset (YYYY-MM-DDThh:mm:ssZ)";
+  if (e.keyword === "maxLength" && attr) detail = `must be at most ${attr.def.MaxLength} characters long`;
+  if (e.keyword === "enum" && attr?.options) detail = `must be one of the option values ${[...attr.options.keys()].join(", ")}`;
+  if (e.keyword === "minLength") detail = "must not be empty";
+  return { field, message: `The value of '${field}' is invalid: it ${detail}` };
+}

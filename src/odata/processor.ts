@@ -1,0 +1,795 @@
+import { randomUUID } from "node:crypto";
+import type { AttributeModel, EntityModel, Model } from "../metadata/model.js";
+import type { MetadataService } from "../metadata/metadata-service.js";
+import { describeViolation, payloadValidator, type WriteMode } from "../metadata/payload-schema.js";
+import { unsupportedConstruct, type DataProvider, type Row } from "../providers/data-provider.js";
+import type { ProviderRegistry } from "../providers/provider-registry.js";
+import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type SecurityPolicy } from "../security/access.js";
+import { bindSelect, ExpressionBinder, selectedComplexProperties } from "./binder.js";
+import type { BoundQuery } from "./bound.js";
+import { csdlJson, csdlXml } from "./csdl.js";
+import { badRequest, ErrorCodes, methodNotAllowed, notFound, notImplemented, ODataError, preconditionFailed, validationError } from "./errors.js";
+import { queryInMemory } from "./in-memory-evaluator.js";
+import { ATTRIBUTE_METADATA, attributeMetadataRow, ENTITY_METADATA, entityMetadataRow, KEY_METADATA, keyMetadataRow, METADATA_SETS, OPTIONSET_METADATA, optionSetMetadataRow, RELATIONSHIP_METADATA, relationshipMetadataRow } from "./metadata-sets.js";
+import type { OperationDefinition, OperationRegistry, OperationResult } from "./operations.js";
+import { parseQueryOptions, parsePrefer, type Preferences, type QueryOptions } from "./query-options.js";
+import { parseKey, parseResourcePath, type PathSegment } from "./resource-path.js";
+import { EntitySerializer, etagOf, versionFromEtag } from "./serializer.js";
+import { decodeSkipToken, encodeSkipToken } from "./skiptoken.js";
+import { SqlQueryCompiler } from "../store/sql-compiler.js";
+
+export interface ODataRequest {
+  method: string;
+  /** Path and query, e.g. `/api/data/v9.2/accounts?$top=1`. */
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+  body?: Buffer | string | Record<string, unknown>;
+}
+
+export interface ODataResponse {
+  status: number;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+export interface ODataProcessorOptions {
+  metadata: MetadataService;
+  providers: ProviderRegistry;
+  operations: OperationRegistry;
+  security: SecurityPolicy;
+  /** Path of the service root; Dataverse's by default. */
+  rootPath?: string;
+  /** Absolute base URL (scheme and host) for links; taken from the Host header when absent. */
+  baseUrl?: string;
+  /** Page size when the client asks for none, and the most it may ask for. */
+  maxPageSize?: number;
+  /** Largest accepted request body, in bytes. */
+  maxBodyBytes?: number;
+}
+
+export const DEFAULT_ROOT = "/api/data/v9.2";
+export const RESERVED_SET_NAMES: ReadonlySet<string> = new Set(["EntityDefinitions", "RelationshipDefinitions", "GlobalOptionSetDefinitions", "$metadata", "$batch", "$crossjoin", "$all", "$entity"]);
+
+const JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Everything about one request that the steps share. */
+interface RequestContext {
+  model: Model;
+  caller: Caller;
+  prefs: Preferences;
+  /** Absolute service root URL, without a trailing slash. */
+  root: string;
+  request: ODataRequest;
+  query: string;
+  method: string;
+}
+
+function header(req: ODataRequest, name: string): string | undefined {
+  const v = req.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v.join(", ") : v;
+}
+
+/**
+ * The OData v4 request pipeline: parse the path and options, bind them to the model, authorize,
+ * call the entity's data provider, serialize. Works on plain request/response objects, so the node:http
+ * adapter and $batch share it.
+ */
+export class ODataProcessor {
+  readonly rootPath: string;
+  readonly maxPageSize: number;
+  readonly maxBodyBytes: number;
+
+  constructor(readonly options: ODataProcessorOptions) {
+    this.rootPath = (options.rootPath ?? DEFAULT_ROOT).replace(/\/$/, "");
+    this.maxPageSize = options.maxPageSize ?? 5000;
+    this.maxBodyBytes = options.maxBodyBytes ?? 16 * 1024 * 1024;
+  }
+
+  get security(): SecurityPolicy {
+    return this.options.security;
+  }
+
+  /** Handles one request; never throws: every failure becomes an OData error response. */
+  async process(request: ODataRequest, caller?: Caller): Promise<ODataResponse> {
+    try {
+      return await this.dispatch(request, caller);
+    } catch (e) {
+      return this.errorResponse(e);
+    }
+  }
+
+  errorResponse(e: unknown): ODataResponse {
+    if (e instanceof ODataError) {
+      return { status: e.status, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...e.headers }, body: JSON.stringify(e.toJSON()) };
+    }
+    // An unexpected failure: log it for the operator, answer without internals.
+    console.error("[virtual-entity-provider] unexpected error:", e);
+    return { status: 500, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0" }, body: JSON.stringify({ error: { code: ErrorCodes.internal, message: "An unexpected error occurred; it has been logged." } }) };
+  }
+
+  baseUrlOf(request: ODataRequest): string {
+    if (this.options.baseUrl) return this.options.baseUrl.replace(/\/$/, "");
+    const host = header(request, "host") ?? "localhost";
+    const proto = (header(request, "x-forwarded-proto") ?? "http").split(",")[0]!.trim();
+    return `${proto}://${host}`;
+  }
+
+  private async dispatch(request: ODataRequest, knownCaller?: Caller): Promise<ODataResponse> {
+    const qIndex = request.url.indexOf("?");
+    const path = qIndex < 0 ? request.url : request.url.slice(0, qIndex);
+    const query = qIndex < 0 ? "" : request.url.slice(qIndex + 1);
+    if (!path.startsWith(this.rootPath) || (path.length > this.rootPath.length && path[this.rootPath.length] !== "/")) {
+      throw notFound(`No resource at '${path}'; the service root is ${this.rootPath}/`);
+    }
+    const maxVersion = header(request, "odata-maxversion");
+    if (maxVersion && Number.parseFloat(maxVersion) < 4) throw badRequest(`This service speaks OData 4.0; OData-MaxVersion ${maxVersion} is too low`);
+    const caller = knownCaller ?? (await this.security.authenticate({ method: request.method, headers: request.headers }));
+    const ctx: RequestContext = {
+      model: this.options.metadata.model,
+      caller,
+      prefs: parsePrefer(request.headers["prefer"]),
+      root: this.baseUrlOf(request) + this.rootPath,
+      request,
+      query,
+      method: request.method.toUpperCase(),
+    };
+    const segments = parseResourcePath(path.slice(this.rootPath.length));
+    if (segments.length === 0) return this.serviceDocument(ctx);
+    const first = segments[0]!;
+    if (first.name === "$metadata" && segments.length === 1) return this.metadataDocument(ctx);
+    if (first.name === "$batch") throw notImplemented("$batch is not supported yet");
+    if (METADATA_SETS.has(first.name)) return this.metadataSet(ctx, segments);
+    const entity = ctx.model.entitySets.get(first.name);
+    if (!entity) {
+      if (first.args !== undefined && segments.length === 1) {
+        const op = this.options.operations.find(first.name);
+        if (op) return this.invokeOperation(ctx, op, segments[0]!, undefined);
+      }
+      throw notFound(`Resource not found for the segment '${first.name}'`);
+    }
+    return this.entitySetRequest(ctx, entity, segments);
+  }
+
+  // ---------------------------------------------------------------- documents
+
+  private acceptsJson(ctx: RequestContext, alsoText = false): void {
+    const accept = header(ctx.request, "accept");
+    if (!accept) return;
+    const types = accept.split(",").map((t) => t.split(";")[0]!.trim().toLowerCase());
+    const ok = types.some((t) => t === "*/*" || t === "application/*" || t === "application/json" || (alsoText && (t === "text/plain" || t === "text/*")));
+    if (!ok) throw new ODataError(406, ErrorCodes.notAcceptable, `None of the media types in Accept (${accept}) can be produced; use application/json`);
+  }
+
+  private json(status: number, body: unknown, headers: Record<string, string> = {}): ODataResponse {
+    return { status, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...headers }, body: JSON.stringify(body) };
+  }
+
+  private serviceDocument(ctx: RequestContext): ODataResponse {
+    this.onlyMethods(ctx, ["GET"], "the service document");
+    this.acceptsJson(ctx);
+    const options = parseQueryOptions(ctx.query, new Set(["$format"]));
+    this.checkFormat(options);
+    const value = [...ctx.model.entities.values()].map((e) => ({ name: e.entitySetName, kind: "EntitySet", url: e.entitySetName }));
+    for (const name of METADATA_SETS.keys()) value.push({ name, kind: "EntitySet", url: name });
+    return this.json(200, { "@odata.context": `${ctx.root}/$metadata`, value });
+  }
+
+  private checkFormat(options: QueryOptions): void {
+    if (options.format !== undefined && !/^(json|application\/json)(;.*)?$/i.test(options.format)) {
+      throw new ODataError(406, ErrorCodes.notAcceptable, `$format=${options.format} is not supported; use json`);
+    }
+  }
+
+  private metadataDocument(ctx: RequestContext): ODataResponse {
+    this.onlyMethods(ctx, ["GET"], "$metadata");
+    const options = parseQueryOptions(ctx.query, new Set(["$format"]));
+    const accept = (header(ctx.request, "accept") ?? "").toLowerCase();
+    const format = options.format?.toLowerCase();
+    let wantJson: boolean;
+    if (format !== undefined) {
+      if (/^(json|application\/json)(;.*)?$/.test(format)) wantJson = true;
+      else if (/^(xml|application\/xml)(;.*)?$/.test(format)) wantJson = false;
+      else throw new ODataError(406, ErrorCodes.notAcceptable, `$format=${options.format} is not supported for $metadata; use xml or json`);
+    } else if (accept) {
+      const types = accept.split(",").map((t) => t.split(";")[0]!.trim());
+      const xml = types.some((t) => t === "application/xml" || t === "text/xml" || t === "*/*" || t === "application/*");
+      const json = types.includes("application/json");
+      if (!xml && !json) throw new ODataError(406, ErrorCodes.notAcceptable, `$metadata is available as application/xml or application/json, not ${accept}`);
+      wantJson = json && !types.includes("application/xml");
+    } else wantJson = false;
+    if (wantJson) return this.json(200, csdlJson(ctx.model, this.options.operations));
+    return { status: 200, headers: { "Content-Type": "application/xml; charset=utf-8", "OData-Version": "4.0" }, body: csdlXml(ctx.model, this.options.operations) };
+  }
+
+  private onlyMethods(ctx: RequestContext, allowed: string[], what: string): void {
+    if (!allowed.includes(ctx.method)) throw methodNotAllowed(ctx.method, what, allowed);
+  }
+
+  // ---------------------------------------------------------------- authorization
+
+  private async require(ctx: RequestContext, privileges: string[]): Promise<void> {
+    await this.security.require(ctx.caller, [...new Set(privileges)], ctx.model);
+  }
+
+  private priv(right: Right, entity: EntityModel): string {
+    return privilegeName(right, entity.logicalName);
+  }
+
+  // ---------------------------------------------------------------- metadata sets
+
+  private async metadataSet(ctx: RequestContext, segments: PathSegment[]): Promise<ODataResponse> {
+    this.onlyMethods(ctx, ["GET"], "the metadata sets (they are read-only)");
+    this.acceptsJson(ctx);
+    const [first, second, third] = segments;
+    const model = ctx.model;
+    if (first!.name === "RelationshipDefinitions") {
+      await this.require(ctx, [METADATA_PRIVILEGES.relationship]);
+      const rows = [...model.relationships.values()].map(relationshipMetadataRow);
+      return this.inMemorySet(ctx, RELATIONSHIP_METADATA, rows, "RelationshipDefinitions", first!, segments.slice(1));
+    }
+    if (first!.name === "GlobalOptionSetDefinitions") {
+      await this.require(ctx, [METADATA_PRIVILEGES.optionSet]);
+      const rows = [...model.optionSets.values()].map(optionSetMetadataRow);
+      return this.inMemorySet(ctx, OPTIONSET_METADATA, rows, "GlobalOptionSetDefinitions", first!, segments.slice(1), "Name");
+    }
+    await this.require(ctx, [METADATA_PRIVILEGES.entity]);
+    const entityRows = [...model.entities.values()].map((e) => entityMetadataRow(e.def));
+    if (!second) return this.inMemorySet(ctx, ENTITY_METADATA, entityRows, "EntityDefinitions", first!, [], "LogicalName");
+    if (first!.args === undefined) throw badRequest(`'${second.name}' needs an entity definition key: EntityDefinitions(LogicalName='…')/${second.name}`);
+    const row = this.findByKey(ENTITY_METADATA, entityRows, first!.args, "LogicalName");
+    const def = model.entities.get(row.LogicalName as string)!.def;
+    const context = `EntityDefinitions(${row.MetadataId})`;
+    if (second.name === "Attributes") {
+      await this.require(ctx, [METADATA_PRIVILEGES.attribute]);
+      const rows = def.Attributes.map((a) => attributeMetadataRow(model, def, a));
+      return this.inMemorySet(ctx, ATTRIBUTE_METADATA, rows, `${context}/Attributes`, second, third ? segments.slice(2) : [], "LogicalName");
+    }
+    if (second.name === "Keys") {
+      const rows = (def.Keys ?? []).map((k) => keyMetadataRow(def, k, deterministicId(def.MetadataId!, k.LogicalName)));
+      return this.inMemorySet(ctx, KEY_METADATA, rows, `${context}/Keys`, second, segments.slice(2), "LogicalName");
+    }
+    throw notFound(`EntityDefinitions have no '${second.name}'; use Attributes or Keys`);
+  }
+
+  private findByKey(entity: EntityModel, rows: Row[], args: string, alternateKey?: string): Row {
+    const parts = parseKey(args);
+    if (parts.length !== 1) throw badRequest(`The key '(${args})' must name one value`);
+    const [part] = parts;
+    const name = part!.name ?? "MetadataId";
+    if (name !== "MetadataId" && name !== alternateKey) throw badRequest(`'${name}' is not a key of ${entity.logicalName}; use MetadataId${alternateKey ? ` or ${alternateKey}` : ""}`);
+    const value = part!.value.value;
+    const found = rows.find((r) => (name === "MetadataId" ? String(r.MetadataId).toLowerCase() === String(value).toLowerCase() : r[name] === value));
+    if (!found) throw notFound(`No ${entity.logicalName} with ${name} = ${part!.value.text} was found`);
+    return found;
+  }
+
+  private async inMemorySet(ctx: RequestContext, entity: EntityModel, rows: Row[], contextPath: string, segment: PathSegment, rest: PathSegment[], alternateKey?: string): Promise<ODataResponse> {
+    if (rest.length) throw notFound(`Resource not found for the segment '${rest[0]!.name}'`);
+    const serializeRow = (row: Row, select: AttributeModel[], complex: string[]) => {
+      const out: Record<string, unknown> = {};
+      if (row["@odata.type"]) out["@odata.type"] = row["@odata.type"];
+      for (const a of select) out[a.logicalName] = row[a.logicalName] ?? null;
+      for (const c of complex) out[c] = row[c] ?? null;
+      return out;
+    };
+    if (segment.args !== undefined) {
+      const options = parseQueryOptions(ctx.query, new Set(["$select", "$format"]));
+      this.checkFormat(options);
+      const row = this.findByKey(entity, rows, segment.args, alternateKey);
+      const select = bindSelect(entity, options.select);
+      const complex = selectedComplexProperties(entity, options.select);
+      return this.json(200, { "@odata.context": `${ctx.root}/$metadata#${contextPath}/$entity`, ...serializeRow(row, select, complex) });
+    }
+    const options = parseQueryOptions(ctx.query, new Set(["$select", "$filter", "$orderby", "$top", "$skip", "$count", "$format"]));
+    this.checkFormat(options);
+    const binder = new ExpressionBinder(entity, options.aliases);
+    const query: BoundQuery = {
+      entity,
+      filter: options.filter !== undefined ? binder.bindFilter(options.filter) : undefined,
+      orderBy: options.orderby !== undefined ? new ExpressionBinder(entity, options.aliases, "$orderby").bindOrderBy(options.orderby) : [],
+      select: bindSelect(entity, options.select),
+      skip: options.skip,
+      top: options.top,
+      count: options.count ?? false,
+      expand: [],
+    };
+    const result = queryInMemory(rows, query, options.top ?? Number.MAX_SAFE_INTEGER);
+    const complex = selectedComplexProperties(entity, options.select);
+    const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${contextPath}` };
+    if (query.count) body["@odata.count"] = result.total;
+    body.value = result.rows.map((r) => serializeRow(r, query.select, complex));
+    return this.json(200, body);
+  }
+
+  // ---------------------------------------------------------------- entity sets
+
+  private async entitySetRequest(ctx: RequestContext, entity: EntityModel, segments: PathSegment[]): Promise<ODataResponse> {
+    const [setSegment, second, third, fourth] = segments;
+    if (segments.length > 4) throw notFound(`Resource not found for the segment '${segments[4]!.name}'`);
+    const provider = this.options.providers.for(entity);
+    if (setSegment!.args === undefined) {
+      if (!second) {
+        if (ctx.method === "GET") return this.getCollection(ctx, entity, provider);
+        if (ctx.method === "POST") return this.create(ctx, entity, provider);
+        throw methodNotAllowed(ctx.method, `the entity set '${entity.entitySetName}'`, ["GET", "POST"]);
+      }
+      if (second.name === "$count" && !third) {
+        this.onlyMethods(ctx, ["GET"], "$count");
+        return this.countCollection(ctx, entity, provider);
+      }
+      const op = this.findBoundOperation(second, entity, true);
+      if (op && !third) return this.invokeOperation(ctx, op, second, undefined, entity);
+      throw notFound(`Resource not found for the segment '${second.name}'`);
+    }
+    const id = await this.resolveKey(ctx, entity, provider, setSegment!.args);
+    if (!second) {
+      switch (ctx.method) {
+        case "GET":
+          return this.getSingle(ctx, entity, provider, id);
+        case "PATCH":
+          return this.update(ctx, entity, provider, id);
+        case "DELETE":
+          return this.remove(ctx, entity, provider, id);
+        default:
+          throw methodNotAllowed(ctx.method, `a single ${entity.logicalName}`, ["GET", "PATCH", "DELETE"]);
+      }
+    }
+    const op = this.findBoundOperation(second, entity, false);
+    if (op) {
+      if (third) throw notFound(`Resource not found for the segment '${third.name}'`);
+      return this.invokeOperation(ctx, op, second, id, entity);
+    }
+    const attr = entity.properties.get(second.name);
+    if (attr) {
+      if (second.args !== undefined) throw badRequest(`The property '${second.name}' takes no parentheses`);
+      if (fourth) throw notFound(`Resource not found for the segment '${fourth.name}'`);
+      if (third && third.name !== "$value") throw notFound(`Resource not found for the segment '${third.name}'`);
+      return this.propertyRequest(ctx, entity, provider, id, attr, third !== undefined);
+    }
+    if (entity.navigations.has(second.name)) throw notImplemented(`Navigating to '${second.name}' is not supported yet`);
+    throw notFound(`Could not find a property named '${second.name}' on ${entity.logicalName}`);
+  }
+
+  private findBoundOperation(segment: PathSegment, entity: EntityModel, collection: boolean): OperationDefinition | undefined {
+    const name = segment.name.startsWith("Microsoft.Dynamics.CRM.") ? segment.name.slice("Microsoft.Dynamics.CRM.".length) : segment.name.startsWith("mscrm.") ? segment.name.slice(6) : undefined;
+    if (name === undefined) return undefined;
+    const op = this.options.operations.find(name, entity.logicalName);
+    if (!op) throw notFound(`The operation '${segment.name}' is not bound to ${entity.logicalName}`);
+    if (collection) throw badRequest(`The operation '${segment.name}' is bound to a single ${entity.logicalName}; call it on ${entity.entitySetName}(<id>)`);
+    return op;
+  }
+
+  /** Resolves `(guid)` or an alternate key `(name='value',...)` to the primary key value. */
+  private async resolveKey(ctx: RequestContext, entity: EntityModel, provider: DataProvider, args: string): Promise<string> {
+    const parts = parseKey(args);
+    if (parts.length === 1 && (parts[0]!.name === undefined || parts[0]!.name === entity.primaryId.logicalName)) {
+      const v = parts[0]!.value;
+      const text = String(v.value);
+      if (!(v.type === "guid" || (v.type === "string" && GUID.test(text)))) {
+        throw badRequest(`The key of ${entity.logicalName} must be a GUID, not ${v.text}`);
+      }
+      return text.toLowerCase();
+    }
+    if (parts.some((p) => p.name === undefined)) throw badRequest(`A key with several values must name each one: (name=value,...)`);
+    const names = parts.map((p) => p.name!).sort();
+    const key = entity.keys.find((k) => k.attributes.map((a) => a.logicalName).sort().join(",") === names.join(","));
+    if (!key) throw badRequest(`(${names.join(",")}) is not a key of ${entity.logicalName}${entity.keys.length ? `; its alternate keys are ${entity.keys.map((k) => `(${k.attributes.map((a) => a.logicalName).join(",")})`).join(", ")}` : ""}`);
+    const binder = new ExpressionBinder(entity, new Map(), "the key");
+    const filter = parts
+      .map((p) => binder.bind({ kind: "binary", op: "eq", left: { kind: "path", segments: [p.name!], pos: 0 }, right: p.value, pos: 0 }))
+      .reduce((a, b) => ({ kind: "logical", type: "Edm.Boolean", op: "and", left: a, right: b }));
+    await this.require(ctx, [this.priv("Read", entity)]);
+    const { rows } = await provider.retrieveMultiple({ query: { entity, filter, orderBy: [], select: [entity.primaryId], count: false, expand: [] }, pageSize: 2 });
+    if (rows.length === 0) {
+      const e = notFound(`No ${entity.logicalName} with ${parts.map((p) => `${p.name} = ${p.value.text}`).join(" and ")} was found`);
+      (e as ODataError & { alternateKey?: unknown }).alternateKey = parts;
+      throw e;
+    }
+    return rows[0]![entity.primaryId.logicalName] as string;
+  }
+
+  private bindCollectionQuery(ctx: RequestContext, entity: EntityModel, options: QueryOptions): BoundQuery {
+    const navs: EntityModel[] = [];
+    const onNavigation = (nav: { target: EntityModel }) => navs.push(nav.target);
+    const query: BoundQuery = {
+      entity,
+      filter: options.filter !== undefined ? new ExpressionBinder(entity, options.aliases, "$filter", onNavigation).bindFilter(options.filter) : undefined,
+      orderBy: options.orderby !== undefined ? new ExpressionBinder(entity, options.aliases, "$orderby", onNavigation).bindOrderBy(options.orderby) : [],
+      select: bindSelect(entity, options.select),
+      top: options.top,
+      skip: options.skip,
+      count: options.count ?? false,
+      expand: [],
+    };
+    if (options.expand !== undefined) throw notImplemented("$expand is not supported yet");
+    (query as BoundQuery & { crossed?: EntityModel[] }).crossed = navs;
+    return query;
+  }
+
+  private readPrivileges(entity: EntityModel, query: BoundQuery): string[] {
+    const crossed = (query as BoundQuery & { crossed?: EntityModel[] }).crossed ?? [];
+    return [this.priv("Read", entity), ...crossed.map((e) => this.priv("Read", e))];
+  }
+
+  private checkSupported(provider: DataProvider, query: BoundQuery): void {
+    const unsupported = unsupportedConstruct(provider.capabilities(query.entity), query);
+    if (unsupported) throw notImplemented(`The data provider '${provider.name}' of ${query.entity.logicalName} does not support ${unsupported}`);
+  }
+
+  private async getCollection(ctx: RequestContext, entity: EntityModel, provider: DataProvider): Promise<ODataResponse> {
+    this.acceptsJson(ctx);
+    const options = parseQueryOptions(ctx.query);
+    this.checkFormat(options);
+    const query = this.bindCollectionQuery(ctx, entity, options);
+    await this.require(ctx, this.readPrivileges(entity, query));
+    this.checkSupported(provider, query);
+
+    const requested = ctx.prefs.maxPageSize;
+    const pageSize = Math.min(requested ?? this.maxPageSize, this.maxPageSize);
+    const order = SqlQueryCompiler.orderOf(query);
+    const state = options.skiptoken !== undefined ? decodeSkipToken(options.skiptoken, order.length) : undefined;
+    const returned = state?.returned ?? 0;
+    const remaining = query.top !== undefined ? Math.max(0, query.top - returned) : Number.MAX_SAFE_INTEGER;
+    const limit = Math.min(pageSize, remaining);
+
+    const [result, count] = await Promise.all([
+      limit > 0 ? provider.retrieveMultiple({ query: { ...query, select: withVersion(entity, query.select) }, pageSize: limit, after: state?.position }) : Promise.resolve({ rows: [], next: undefined }),
+      query.count ? provider.count(query) : Promise.resolve(undefined),
+    ]);
+    const more = result.next !== undefined && returned + result.rows.length < remaining + returned;
+    const serializer = new EntitySerializer(entity, ctx.prefs);
+    const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, query.select, result.rows) : undefined;
+    const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select)}` };
+    if (count !== undefined) body["@odata.count"] = count;
+    body.value = result.rows.map((r) => serializer.serialize(r, query.select, lookupNames));
+    if (more && result.next) {
+      const token = encodeSkipToken({ position: result.next, returned: returned + result.rows.length });
+      body["@odata.nextLink"] = this.nextLink(ctx, entity, token);
+    }
+    const applied: string[] = [];
+    if (requested !== undefined) applied.push(`odata.maxpagesize=${pageSize}`);
+    if (ctx.prefs.includeAnnotations.length) applied.push(`odata.include-annotations="${ctx.prefs.includeAnnotations.join(",")}"`);
+    return this.json(200, body, applied.length ? { "Preference-Applied": applied.join(",") } : {});
+  }
+
+  /** The same request with $skip replaced by the position: an absolute URL, as Dataverse returns. */
+  private nextLink(ctx: RequestContext, entity: EntityModel, token: string): string {
+    const kept = ctx.query
+      .split("&")
+      .filter((p) => p && !/^(\$|%24)?(skip|skiptoken)=/i.test(p));
+    kept.push(`$skiptoken=${token}`);
+    return `${ctx.root}/${entity.entitySetName}?${kept.join("&")}`;
+  }
+
+  private selectContext(entity: EntityModel, select: string | undefined): string {
+    if (select === undefined || select.trim() === "*") return "";
+    return `(${select.split(",").map((s) => s.trim()).join(",")})`;
+  }
+
+  /** Primary names of the rows the page's lookups point at, for their formatted values. One query per lookup. */
+  private async lookupNames(entity: EntityModel, select: readonly AttributeModel[], rows: Row[]): Promise<Map<string, string>> {
+    const names = new Map<string, string>();
+    for (const a of select) {
+      if (a.type !== "Lookup" || !a.navigation) continue;
+      const target = a.navigation.target;
+      if (!target.primaryName) continue;
+      const ids = [...new Set(rows.map((r) => r[a.logicalName]).filter((v): v is string => typeof v === "string"))];
+      if (!ids.length) continue;
+      const provider = this.options.providers.for(target);
+      const filter = { kind: "in" as const, type: "Edm.Boolean" as const, operand: { kind: "property" as const, type: target.primaryId.edmType, attribute: target.primaryId, navigations: [] }, values: ids.map((v) => ({ kind: "constant" as const, type: "Edm.Guid" as const, value: v })) };
+      const { rows: found } = await provider.retrieveMultiple({ query: { entity: target, filter, orderBy: [], select: [target.primaryId, target.primaryName], count: false, expand: [] }, pageSize: ids.length });
+      for (const r of found) names.set(r[target.primaryId.logicalName] as string, (r[target.primaryName.logicalName] as string) ?? "");
+    }
+    return names;
+  }
+
+  private async countCollection(ctx: RequestContext, entity: EntityModel, provider: DataProvider): Promise<ODataResponse> {
+    this.acceptsJson(ctx, true);
+    const options = parseQueryOptions(ctx.query, new Set(["$filter"]));
+    const query = this.bindCollectionQuery(ctx, entity, options);
+    await this.require(ctx, this.readPrivileges(entity, query));
+    this.checkSupported(provider, { ...query, count: true });
+    const count = await provider.count(query);
+    return { status: 200, headers: { "Content-Type": "text/plain; charset=utf-8", "OData-Version": "4.0" }, body: String(count) };
+  }
+
+  private async getSingle(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string): Promise<ODataResponse> {
+    this.acceptsJson(ctx);
+    const options = parseQueryOptions(ctx.query, new Set(["$select", "$expand", "$format"]));
+    this.checkFormat(options);
+    if (options.expand !== undefined) throw notImplemented("$expand is not supported yet");
+    const select = bindSelect(entity, options.select);
+    await this.require(ctx, [this.priv("Read", entity)]);
+    const row = await provider.retrieve(entity, id, withVersion(entity, select));
+    if (!row) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+    const etag = etagOf(row);
+    const ifNoneMatch = header(ctx.request, "if-none-match");
+    if (etag && ifNoneMatch && (ifNoneMatch.trim() === "*" || ifNoneMatch.split(",").some((t) => t.trim() === etag))) {
+      return { status: 304, headers: { "OData-Version": "4.0", ETag: etag } };
+    }
+    const serializer = new EntitySerializer(entity, ctx.prefs);
+    const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, select, [row]) : undefined;
+    const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select)}/$entity`, ...serializer.serialize(row, select, lookupNames) };
+    return this.json(200, body, etag ? { ETag: etag } : {});
+  }
+
+  private async propertyRequest(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, attr: AttributeModel, raw: boolean): Promise<ODataResponse> {
+    if (ctx.method === "PUT" || ctx.method === "DELETE") {
+      if (raw) throw methodNotAllowed(ctx.method, "$value", ["GET"]);
+      let value: unknown = null;
+      if (ctx.method === "PUT") {
+        const body = this.readJsonBody(ctx);
+        if (!("value" in body) || Object.keys(body).length !== 1) throw badRequest(`PUT on a property takes {"value": …}`);
+        value = body.value;
+      }
+      return this.writeValues(ctx, entity, provider, id, { [attr.logicalName]: value });
+    }
+    this.onlyMethods(ctx, ["GET"], `the property '${attr.propertyName}'`);
+    this.acceptsJson(ctx, raw);
+    parseQueryOptions(ctx.query, new Set(raw ? [] : ["$format"]));
+    if (!attr.isReadable) throw badRequest(`The property '${attr.propertyName}' cannot be read`);
+    await this.require(ctx, [this.priv("Read", entity)]);
+    const row = await provider.retrieve(entity, id, [entity.primaryId, attr]);
+    if (!row) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+    const value = row[attr.logicalName];
+    if (value === null || value === undefined) return { status: 204, headers: { "OData-Version": "4.0" } };
+    if (raw) return { status: 200, headers: { "Content-Type": "text/plain; charset=utf-8", "OData-Version": "4.0" }, body: String(value) };
+    return this.json(200, { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}(${id})/${attr.propertyName}`, value });
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  private readJsonBody(ctx: RequestContext): Record<string, unknown> {
+    const body = ctx.request.body;
+    if (body !== undefined && typeof body === "object" && !Buffer.isBuffer(body)) return body as Record<string, unknown>;
+    const contentType = (header(ctx.request, "content-type") ?? "").toLowerCase();
+    if (!contentType.startsWith("application/json")) {
+      throw new ODataError(415, ErrorCodes.unsupportedMediaType, `The request body must be application/json${contentType ? `, not ${contentType}` : " (Content-Type is missing)"}`);
+    }
+    const text = body === undefined ? "" : typeof body === "string" ? body : body.toString("utf8");
+    if (text.trim() === "") throw badRequest("The request body is empty; a JSON object was expected");
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (e) {
+      throw badRequest(`The request body is not valid JSON: ${(e as Error).message}`);
+    }
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw badRequest("The request body must be a JSON object");
+    return parsed as Record<string, unknown>;
+  }
+
+  /**
+   * Splits a payload into attribute values and lookup binds, validates both against the metadata, and
+   * resolves binds to ids (each target must exist). Throws a 400 naming the field.
+   */
+  private async preparePayload(ctx: RequestContext, entity: EntityModel, body: Record<string, unknown>, mode: WriteMode): Promise<{ values: Row; privileges: string[] }> {
+    const values: Row = {};
+    const binds: [string, unknown][] = [];
+    for (const [key, value] of Object.entries(body)) {
+      if (key === "@odata.type") {
+        const t = String(value).replace(/^#/, "");
+        if (t !== `Microsoft.Dynamics.CRM.${entity.logicalName}` && t !== `mscrm.${entity.logicalName}`) throw validationError(`@odata.type '${value}' does not match ${entity.logicalName}`);
+        continue;
+      }
+      if (key.endsWith("@odata.bind")) {
+        binds.push([key.slice(0, -"@odata.bind".length), value]);
+        continue;
+      }
+      if (key.includes("@")) throw validationError(`The annotation '${key}' is not supported in a payload`);
+      values[key] = value;
+    }
+    const validate = payloadValidator(entity, mode);
+    if (!validate(values)) {
+      const v = describeViolation(entity, mode, validate.errors ?? []);
+      throw validationError(v.message);
+    }
+    for (const [k, v] of Object.entries(values)) {
+      const attr = entity.attributes.get(k)!;
+      if (attr.edmType === "Edm.DateTimeOffset" && typeof v === "string") values[k] = new Date(v).toISOString();
+      if (attr.edmType === "Edm.Guid" && typeof v === "string") values[k] = v.toLowerCase();
+    }
+    const privileges: string[] = [];
+    for (const [navName, ref] of binds) {
+      const nav = entity.navigations.get(navName);
+      if (!nav) throw validationError(`'${navName}@odata.bind': ${entity.logicalName} has no navigation property '${navName}'`);
+      if (nav.kind !== "single") throw notImplemented(`'${navName}@odata.bind': binding collection-valued navigation properties is not supported yet`);
+      if (mode === "create" ? !nav.lookup!.isCreatable : !nav.lookup!.isUpdatable) throw validationError(`The lookup '${nav.lookup!.logicalName}' cannot be set on ${mode}`);
+      if (ref === null) {
+        if (mode === "create") throw validationError(`'${navName}@odata.bind' must reference a record, not null`);
+        values[nav.lookup!.logicalName] = null;
+        continue;
+      }
+      if (typeof ref !== "string") throw validationError(`'${navName}@odata.bind' must be a string like '/${nav.target.entitySetName}(<id>)'`);
+      const m = /^(?:.*\/)?([A-Za-z_][A-Za-z0-9_]*)\(([^)]*)\)$/.exec(ref);
+      if (!m || m[1] !== nav.target.entitySetName) throw validationError(`'${navName}@odata.bind' must reference ${nav.target.entitySetName}, as '/${nav.target.entitySetName}(<id>)', not '${ref}'`);
+      const targetProvider = this.options.providers.for(nav.target);
+      const id = await this.resolveKey(ctx, nav.target, targetProvider, m[2]!).catch((e) => {
+        if (e instanceof ODataError && e.status === 404) throw validationError(`'${navName}@odata.bind': ${nav.target.logicalName} with id ${m[2]} does not exist`);
+        throw e;
+      });
+      const exists = await targetProvider.retrieve(nav.target, id, [nav.target.primaryId]);
+      if (!exists) throw validationError(`'${navName}@odata.bind': ${nav.target.logicalName} with id ${id} does not exist`);
+      values[nav.lookup!.logicalName] = id;
+      privileges.push(this.priv("Append", entity), this.priv("AppendTo", nav.target));
+    }
+    return { values, privileges };
+  }
+
+  private withDefaults(entity: EntityModel, values: Row): Row {
+    const out = { ...values };
+    for (const a of entity.attributes.values()) {
+      if (out[a.logicalName] === undefined && a.def.DefaultValue !== undefined) out[a.logicalName] = a.def.DefaultValue;
+    }
+    if (!out[entity.primaryId.logicalName]) out[entity.primaryId.logicalName] = randomUUID();
+    return out;
+  }
+
+  private entityId(ctx: RequestContext, entity: EntityModel, id: string): string {
+    return `${ctx.root}/${entity.entitySetName}(${id})`;
+  }
+
+  private async create(ctx: RequestContext, entity: EntityModel, provider: DataProvider): Promise<ODataResponse> {
+    this.acceptsJson(ctx);
+    parseQueryOptions(ctx.query, new Set(["$select"]));
+    const body = this.readJsonBody(ctx);
+    await this.require(ctx, [this.priv("Create", entity)]);
+    if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
+    const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
+    await this.require(ctx, privileges);
+    return this.finishCreate(ctx, entity, provider, this.withDefaults(entity, values), 201);
+  }
+
+  private async finishCreate(ctx: RequestContext, entity: EntityModel, provider: DataProvider, values: Row, representationStatus: number): Promise<ODataResponse> {
+    const outcome = await provider.create(entity, values);
+    if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, outcome.message);
+    if (outcome.status !== "ok") throw new ODataError(500, ErrorCodes.internal, "The record could not be created");
+    const row = outcome.row;
+    const id = row[entity.primaryId.logicalName] as string;
+    const location = this.entityId(ctx, entity, id);
+    const headers: Record<string, string> = { "OData-EntityId": location, Location: location };
+    const etag = etagOf(row);
+    if (etag) headers.ETag = etag;
+    return this.representation(ctx, entity, row, representationStatus, headers);
+  }
+
+  private async representation(ctx: RequestContext, entity: EntityModel, row: Row, status: number, headers: Record<string, string>): Promise<ODataResponse> {
+    if (!ctx.prefs.returnRepresentation) return { status: 204, headers: { "OData-Version": "4.0", ...headers } };
+    const options = parseQueryOptions(ctx.query, new Set(["$select"]));
+    const select = bindSelect(entity, options.select);
+    const serializer = new EntitySerializer(entity, ctx.prefs);
+    const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, select, [row]) : undefined;
+    const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select)}/$entity`, ...serializer.serialize(row, select, lookupNames) };
+    return this.json(status, body, { ...headers, "Preference-Applied": "return=representation" });
+  }
+
+  private expectedVersion(ctx: RequestContext): { version?: number; mustExist: boolean } {
+    const ifMatch = header(ctx.request, "if-match");
+    if (ifMatch === undefined) return { mustExist: false };
+    const v = versionFromEtag(ifMatch);
+    if (v === null) throw badRequest(`The If-Match header '${ifMatch}' is not an ETag this service issued`);
+    return { version: v, mustExist: true };
+  }
+
+  private async update(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string): Promise<ODataResponse> {
+    this.acceptsJson(ctx);
+    parseQueryOptions(ctx.query, new Set(["$select"]));
+    const body = this.readJsonBody(ctx);
+    return this.writeValues(ctx, entity, provider, id, body);
+  }
+
+  /** PATCH semantics: update the sent fields; upsert when the row does not exist (unless If-Match says update only). */
+  private async writeValues(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, body: Record<string, unknown>): Promise<ODataResponse> {
+    const { version, mustExist } = this.expectedVersion(ctx);
+    const createOnly = header(ctx.request, "if-none-match")?.trim() === "*";
+    if (createOnly && mustExist) throw badRequest("If-Match and If-None-Match: * cannot be combined");
+    const existing = await provider.retrieve(entity, id, [entity.primaryId]);
+    if (!existing) {
+      if (mustExist) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+      await this.require(ctx, [this.priv("Create", entity)]);
+      if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
+      const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
+      await this.require(ctx, privileges);
+      return this.finishCreate(ctx, entity, provider, this.withDefaults(entity, { ...values, [entity.primaryId.logicalName]: id }), 201);
+    }
+    if (createOnly) throw preconditionFailed(`A record with id ${id} already exists in ${entity.logicalName}`);
+    await this.require(ctx, [this.priv("Write", entity)]);
+    if (!provider.capabilities(entity).update) throw notImplemented(`The data provider of ${entity.logicalName} does not support updating records`);
+    const { values, privileges } = await this.preparePayload(ctx, entity, body, "update");
+    await this.require(ctx, privileges);
+    const outcome = await provider.update(entity, id, values, version);
+    if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+    if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed since it was read (If-Match ${header(ctx.request, "if-match")}); nothing was updated`);
+    if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, outcome.message);
+    const row = outcome.row;
+    const headers: Record<string, string> = { "OData-EntityId": this.entityId(ctx, entity, id) };
+    const etag = etagOf(row);
+    if (etag) headers.ETag = etag;
+    return this.representation(ctx, entity, row, 200, headers);
+  }
+
+  private async remove(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string): Promise<ODataResponse> {
+    parseQueryOptions(ctx.query, new Set());
+    await this.require(ctx, [this.priv("Delete", entity)]);
+    if (!provider.capabilities(entity).delete) throw notImplemented(`The data provider of ${entity.logicalName} does not support deleting records`);
+    const { version } = this.expectedVersion(ctx);
+    const outcome = await provider.delete(entity, id, version);
+    if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+    if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed since it was read; nothing was deleted`);
+    return { status: 204, headers: { "OData-Version": "4.0" } };
+  }
+
+  // ---------------------------------------------------------------- operations
+
+  private async invokeOperation(ctx: RequestContext, op: OperationDefinition, segment: PathSegment, id: string | undefined, entity?: EntityModel): Promise<ODataResponse> {
+    if (op.kind === "action" && ctx.method !== "POST") throw methodNotAllowed(ctx.method, `the action '${op.name}'`, ["POST"]);
+    if (op.kind === "function" && ctx.method !== "GET") throw methodNotAllowed(ctx.method, `the function '${op.name}'`, ["GET"]);
+    if (op.kind === "action" && segment.args !== undefined && segment.args !== "") throw badRequest(`The action '${op.name}' takes its parameters in the request body`);
+    if (op.kind === "function" && segment.args === undefined) throw badRequest(`The function '${op.name}' must be called with parentheses: ${op.name}()`);
+    parseQueryOptions(ctx.query, new Set());
+    const parameters: Record<string, unknown> = op.kind === "action" ? (hasBody(ctx.request) ? this.readJsonBody(ctx) : {}) : {};
+    if (op.kind === "function" && segment.args) throw notImplemented(`Parameters of the function '${op.name}' are not supported`);
+    for (const key of Object.keys(parameters)) {
+      if (!op.parameters.some((p) => p.name === key)) throw badRequest(`The operation '${op.name}' has no parameter '${key}'`);
+    }
+    for (const p of op.parameters) {
+      const v = parameters[p.name];
+      if (v === undefined || v === null) {
+        if (!p.optional) throw badRequest(`The parameter '${p.name}' of '${op.name}' is required`);
+        continue;
+      }
+      if (p.type.kind === "primitive") {
+        const expected = p.type.type === "Edm.Boolean" ? "boolean" : /Int|Decimal|Double/.test(p.type.type) ? "number" : "string";
+        if (typeof v !== expected) throw badRequest(`The parameter '${p.name}' of '${op.name}' must be ${p.type.type}`);
+      }
+    }
+    const privileges: string[] = [];
+    if (entity) privileges.push(this.priv("Read", entity));
+    const extra = op.requiredPrivilege?.(ctx.model);
+    if (extra) privileges.push(extra);
+    await this.require(ctx, privileges);
+    let binding: { entity: EntityModel; id: string; row: Row } | undefined;
+    if (entity && id) {
+      const row = await this.options.providers.for(entity).retrieve(entity, id, [...entity.attributes.values()]);
+      if (!row) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+      binding = { entity, id, row };
+    }
+    const result: OperationResult = await op.handler({ model: ctx.model, caller: ctx.caller, binding, parameters, serviceRoot: ctx.root });
+    switch (result.kind) {
+      case "none":
+        return { status: 204, headers: { "OData-Version": "4.0" } };
+      case "entity": {
+        const target = this.options.metadata.model.entity(result.entity.logicalName) ?? result.entity;
+        const serializer = new EntitySerializer(target, ctx.prefs);
+        const select = bindSelect(target, undefined);
+        const body = { "@odata.context": `${ctx.root}/$metadata#${target.entitySetName}/$entity`, ...serializer.serialize(result.row, select) };
+        const headers: Record<string, string> = { "OData-EntityId": this.entityId(ctx, target, result.row[target.primaryId.logicalName] as string) };
+        return this.json(200, body, headers);
+      }
+      case "complex":
+        return this.json(200, { "@odata.context": `${ctx.root}/$metadata#Microsoft.Dynamics.CRM.${result.typeName}`, ...result.value });
+      case "primitive":
+        return this.json(200, { "@odata.context": `${ctx.root}/$metadata#Edm.String`, value: result.value });
+    }
+  }
+}
+
+function hasBody(req: ODataRequest): boolean {
+  if (req.body === undefined) return false;
+  if (typeof req.body === "string") return req.body.trim() !== "";
+  if (Buffer.isBuffer(req.body)) return req.body.length > 0;
+  return true;
+}
+
+/** Rows are read with their version so every entity carries its ETag. */
+function withVersion(entity: EntityModel, select: AttributeModel[]): AttributeModel[] {
+  const version = entity.attributes.get("versionnumber");
+  return version && !select.includes(version) ? [...select, version] : select;
+}
+
+function deterministicId(base: string, name: string): string {
+  let h = 0;
+  for (const c of base + name) h = (h * 33 + c.charCodeAt(0)) >>> 0;
+  const hex = (h.toString(16) + base.replace(/-/g, "")).slice(0, 32).padEnd(32, "0");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}

@@ -1,0 +1,54 @@
+import type { Model } from "../metadata/model.js";
+
+/** Dataverse privilege rights on an entity. */
+export type Right = "Create" | "Read" | "Write" | "Delete" | "Append" | "AppendTo";
+export const RIGHTS: readonly Right[] = ["Create", "Read", "Write", "Delete", "Append", "AppendTo"];
+
+/** The privilege name Dataverse uses: prvCreateaccount, prvReadmshr_hcmworkerentity... */
+export function privilegeName(right: Right, entityLogicalName: string): string {
+  return `prv${right}${entityLogicalName}`;
+}
+
+export const METADATA_PRIVILEGES = {
+  entity: "prvReadEntity",
+  attribute: "prvReadAttribute",
+  relationship: "prvReadRelationship",
+  optionSet: "prvReadOptionSet",
+} as const;
+
+/** Who is calling: resolved by authentication before anything else runs. */
+export interface Caller {
+  userId: string;
+  /** The application (client) id for application users. */
+  applicationId?: string;
+  fullName?: string;
+  /** Set when the request is made on behalf of another user (MSCRMCallerID / CallerObjectId). */
+  impersonatedBy?: string;
+}
+
+export interface RequestCredentials {
+  method: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/**
+ * The security layer as the OData layer sees it: who the caller is, and whether the caller holds a
+ * privilege. Every request is checked here before it reaches a provider.
+ */
+export interface SecurityPolicy {
+  /** Resolves the caller, or throws a 401/403 ODataError. */
+  authenticate(request: RequestCredentials): Promise<Caller>;
+  /** Throws a 403 ODataError naming the first missing privilege and the caller. */
+  require(caller: Caller, privileges: readonly string[], model: Model): Promise<void>;
+}
+
+/** The identity used when security is switched off (embedded tests, trusted single-user tools). */
+export const SYSTEM_CALLER: Caller = { userId: "00000000-0000-0000-0000-000000000001", fullName: "SYSTEM" };
+
+/** Allows everything: only for embedding behind a gateway that already authorizes. Never the default of the server. */
+export class OpenSecurityPolicy implements SecurityPolicy {
+  async authenticate(): Promise<Caller> {
+    return SYSTEM_CALLER;
+  }
+  async require(): Promise<void> {}
+}

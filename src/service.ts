@@ -1,0 +1,153 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { MetadataService, type MetadataChange } from "./metadata/metadata-service.js";
+import type { Model } from "./metadata/model.js";
+import type { EntityDefinition, OptionSetDefinition, RelationshipDefinition } from "./metadata/types.js";
+import { ODataProcessor, RESERVED_SET_NAMES, type ODataRequest, type ODataResponse } from "./odata/processor.js";
+import { OperationRegistry, type OperationDefinition } from "./odata/operations.js";
+import { createNodeHandler, type NodeRequestHandler } from "./http/node-handler.js";
+import type { DataProvider } from "./providers/data-provider.js";
+import { ProviderRegistry } from "./providers/provider-registry.js";
+import { OpenSecurityPolicy, type Caller, type SecurityPolicy } from "./security/access.js";
+import { SEQUENCE_TABLE, SqlDataProvider } from "./store/sql-provider.js";
+import { Store, type StoreOptions } from "./store/store.js";
+
+export interface ServiceOptions extends StoreOptions {
+  /** Who may do what. Defaults to allowing everything: put the service behind your own authorization, or pass a policy. */
+  security?: SecurityPolicy;
+  /** Service root path; `/api/data/v9.2` by default. */
+  rootPath?: string;
+  /** Absolute base URL for links (`https://host`); derived from each request's Host header when absent. */
+  baseUrl?: string;
+  /** Default and maximum page size (5000). */
+  maxPageSize?: number;
+}
+
+export interface ListeningService {
+  url: string;
+  server: Server;
+  close(): Promise<void>;
+}
+
+/**
+ * A Dataverse-style OData service over metadata-defined entities: open it on a store, define entities
+ * (or generate virtual ones from the catalog), and serve `handler` with node:http, Express or Fastify.
+ */
+export class VirtualEntityService {
+  readonly operations = new OperationRegistry();
+  readonly providers: ProviderRegistry;
+  readonly processor: ODataProcessor;
+  readonly handler: NodeRequestHandler;
+  private readonly extraRoutes: ((req: ODataRequest) => Promise<ODataResponse | undefined>)[] = [];
+
+  private constructor(
+    readonly store: Store,
+    readonly metadata: MetadataService,
+    readonly sqlProvider: SqlDataProvider,
+    security: SecurityPolicy,
+    options: ServiceOptions,
+  ) {
+    this.providers = new ProviderRegistry(sqlProvider);
+    this.processor = new ODataProcessor({ metadata, providers: this.providers, operations: this.operations, security, rootPath: options.rootPath, baseUrl: options.baseUrl, maxPageSize: options.maxPageSize });
+    this.handler = createNodeHandler(this.processor, async (req) => {
+      for (const route of this.extraRoutes) {
+        const r = await route(req);
+        if (r) return r;
+      }
+      return undefined;
+    });
+  }
+
+  static async open(options: ServiceOptions = {}): Promise<VirtualEntityService> {
+    const store = await Store.open(options);
+    try {
+      await store.syncTables([
+        {
+          name: SEQUENCE_TABLE,
+          columns: [
+            { name: "name", kind: "string", length: 200, nullable: false, primary: true },
+            { name: "value", kind: "bigint", nullable: false },
+          ],
+        },
+      ]);
+      const metadata = await MetadataService.open(store, RESERVED_SET_NAMES);
+      return new VirtualEntityService(store, metadata, new SqlDataProvider(store.executor), options.security ?? new OpenSecurityPolicy(), options);
+    } catch (e) {
+      await store.close();
+      throw e;
+    }
+  }
+
+  get model(): Model {
+    return this.metadata.model;
+  }
+
+  defineEntity(def: EntityDefinition): Promise<Model> {
+    return this.metadata.defineEntity(def);
+  }
+  defineRelationship(def: RelationshipDefinition): Promise<Model> {
+    return this.metadata.defineRelationship(def);
+  }
+  defineOptionSet(def: OptionSetDefinition): Promise<Model> {
+    return this.metadata.defineOptionSet(def);
+  }
+  /** Several definitions at once, all or nothing (entities that reference each other). */
+  define(change: MetadataChange): Promise<Model> {
+    return this.metadata.apply(change);
+  }
+
+  registerProvider(provider: DataProvider): void {
+    this.providers.register(provider);
+  }
+  registerOperation<C = Caller>(op: OperationDefinition<C>): void {
+    this.operations.register(op);
+  }
+  /** Routes outside the OData pipeline (the token endpoint); tried before it. */
+  addRoute(route: (req: ODataRequest) => Promise<ODataResponse | undefined>): void {
+    this.extraRoutes.push(route);
+  }
+
+  /** Runs one request through the pipeline without a socket (tests, $batch, embedding). */
+  request(method: string, url: string, init: { headers?: Record<string, string>; body?: unknown } = {}): Promise<ODataResponse> {
+    const headers: Record<string, string> = { host: "localhost", ...Object.fromEntries(Object.entries(init.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])) };
+    let body: ODataRequest["body"];
+    if (init.body !== undefined) {
+      body = typeof init.body === "string" ? init.body : JSON.stringify(init.body);
+      headers["content-type"] ??= "application/json";
+    }
+    const fullUrl = url.startsWith("/") ? url : `${this.processor.rootPath}/${url}`;
+    return (async () => {
+      const req: ODataRequest = { method, url: fullUrl, headers, body };
+      for (const route of this.extraRoutes) {
+        const r = await route(req);
+        if (r) return r;
+      }
+      return this.processor.process(req);
+    })();
+  }
+
+  /** Serves the handler on a port (0 picks a free one). */
+  async listen(port = 0, host = "127.0.0.1"): Promise<ListeningService> {
+    const server = createServer(this.handler);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => resolve());
+    });
+    const address = server.address() as AddressInfo;
+    const shownHost = host === "0.0.0.0" || host === "::" ? "localhost" : host;
+    return {
+      url: `http://${shownHost}:${address.port}${this.processor.rootPath}/`,
+      server,
+      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+}
+
+/** Opens a service on a store: an SQLite file, `:memory:` (the default) or a PostgreSQL URL. */
+export function createService(options: ServiceOptions = {}): Promise<VirtualEntityService> {
+  return VirtualEntityService.open(options);
+}
