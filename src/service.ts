@@ -8,9 +8,11 @@ import { OperationRegistry, type OperationDefinition } from "./odata/operations.
 import { createNodeHandler, type NodeRequestHandler } from "./http/node-handler.js";
 import type { DataProvider } from "./providers/data-provider.js";
 import { ProviderRegistry } from "./providers/provider-registry.js";
+import { methodNotAllowed } from "./odata/errors.js";
 import { OpenSecurityPolicy, type Caller, type SecurityPolicy } from "./security/access.js";
 import { SEQUENCE_TABLE, SqlDataProvider } from "./store/sql-provider.js";
 import { Store, type StoreOptions } from "./store/store.js";
+import { CATALOG_ENTITY, VirtualEntityCatalog } from "./catalog/catalog.js";
 
 export interface ServiceOptions extends StoreOptions {
   /** Who may do what. Defaults to allowing everything: put the service behind your own authorization, or pass a policy. */
@@ -44,10 +46,21 @@ export class VirtualEntityService {
     readonly store: Store,
     readonly metadata: MetadataService,
     readonly sqlProvider: SqlDataProvider,
+    readonly catalog: VirtualEntityCatalog,
     security: SecurityPolicy,
     options: ServiceOptions,
   ) {
     this.providers = new ProviderRegistry(sqlProvider);
+    this.operations.register(catalog.generateAction());
+    this.operations.hooks.set(CATALOG_ENTITY, {
+      beforeCreate: async () => {
+        throw methodNotAllowed("POST", "the virtual entity catalog (its rows come from the store's sources)", ["GET", "PATCH"]);
+      },
+      beforeDelete: async () => {
+        throw methodNotAllowed("DELETE", "the virtual entity catalog (its rows come from the store's sources)", ["GET", "PATCH"]);
+      },
+      update: (id, values) => catalog.onCatalogUpdate(id, values),
+    });
     this.processor = new ODataProcessor({ metadata, providers: this.providers, operations: this.operations, security, rootPath: options.rootPath, baseUrl: options.baseUrl, maxPageSize: options.maxPageSize });
     this.handler = createNodeHandler(this.processor, async (req) => {
       for (const route of this.extraRoutes) {
@@ -71,7 +84,9 @@ export class VirtualEntityService {
         },
       ]);
       const metadata = await MetadataService.open(store, RESERVED_SET_NAMES);
-      return new VirtualEntityService(store, metadata, new SqlDataProvider(store.executor), options.security ?? new OpenSecurityPolicy(), options);
+      const sqlProvider = new SqlDataProvider(store.executor);
+      const catalog = await VirtualEntityCatalog.open(store, metadata, sqlProvider);
+      return new VirtualEntityService(store, metadata, sqlProvider, catalog, options.security ?? new OpenSecurityPolicy(), options);
     } catch (e) {
       await store.close();
       throw e;

@@ -169,6 +169,8 @@ export class AttributeModel {
   /** The column in the store: ExternalName when the data lives in a source with its own names. */
   readonly column: string;
   readonly options?: ReadonlyMap<number, OptionModel>;
+  /** Option values as the source stores them, when the options declare ExternalValue (virtual entities). */
+  readonly externalValues?: { toSource: ReadonlyMap<number, string>; fromSource: ReadonlyMap<string, number> };
   navigation?: NavigationModel;
 
   constructor(
@@ -183,6 +185,12 @@ export class AttributeModel {
     this.column = def.ExternalName ?? def.LogicalName;
     if (optionSet) {
       this.options = new Map(optionSet.Options.map((o) => [o.Value, { value: o.Value, label: labelText(o.Label) ?? String(o.Value), externalValue: o.ExternalValue }]));
+      if (optionSet.Options.every((o) => o.ExternalValue !== undefined)) {
+        this.externalValues = {
+          toSource: new Map(optionSet.Options.map((o) => [o.Value, o.ExternalValue!])),
+          fromSource: new Map(optionSet.Options.map((o) => [o.ExternalValue!, o.Value])),
+        };
+      }
     }
   }
 
@@ -292,7 +300,8 @@ export class EntityModel {
       this.keys.push({ logicalName: k.LogicalName, attributes: attrs });
     }
     const columns = new Map<string, string>();
-    for (const a of this.attributes.values()) {
+    // Read-only attributes may show a column another attribute writes (a virtual entity's primary name).
+    for (const a of [...this.attributes.values()].filter((x) => x.isCreatable || x.isUpdatable || x.isPrimaryId)) {
       const key = a.column.toLowerCase();
       if (columns.has(key)) {
         throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': attributes '${columns.get(key)}' and '${a.logicalName}' map to the same column '${a.column}'`, "$.Attributes", "unique");

@@ -47,12 +47,24 @@ export interface OperationDefinition<Caller = unknown> {
   boundTo?: string;
   parameters: OperationParameter[];
   returns?: OperationType;
-  /** The privilege a caller needs beyond Read on the bound entity, if any (checked by the security layer). */
-  requiredPrivilege?: (model: Model) => string | undefined;
+  /** Privileges a caller needs beyond Read on the bound entity (checked before the handler runs). */
+  requiredPrivileges?: (model: Model) => string[];
   handler: (context: OperationContext<Caller>) => Promise<OperationResult>;
 }
 
+/**
+ * Hooks on an entity's writes (as Dataverse plug-ins): refuse a write with an ODataError, or handle an
+ * update entirely and return the resulting row.
+ */
+export interface EntityHooks {
+  beforeCreate?(values: Row): Promise<void>;
+  /** Returns the updated row when the hook performed the update itself. */
+  update?(id: string, values: Row): Promise<Row | undefined>;
+  beforeDelete?(id: string): Promise<void>;
+}
+
 export class OperationRegistry {
+  readonly hooks = new Map<string, EntityHooks>();
   private readonly operations = new Map<string, OperationDefinition<any>>();
   readonly complexTypes = new Map<string, ComplexTypeDefinition>();
 

@@ -619,7 +619,11 @@ export class ODataProcessor {
   private withDefaults(entity: EntityModel, values: Row): Row {
     const out = { ...values };
     for (const a of entity.attributes.values()) {
-      if (out[a.logicalName] === undefined && a.def.DefaultValue !== undefined) out[a.logicalName] = a.def.DefaultValue;
+      if (out[a.logicalName] !== undefined || a.def.DefaultValue === undefined) continue;
+      const d = a.def.DefaultValue;
+      // "now()" on a date column is the time of the write, set by the store.
+      if (a.type === "DateTime" && d === "now()") out[a.logicalName] = a.def.DateTimeBehavior === "DateOnly" ? new Date().toISOString().slice(0, 10) : new Date().toISOString();
+      else out[a.logicalName] = d;
     }
     if (!out[entity.primaryId.logicalName]) out[entity.primaryId.logicalName] = randomUUID();
     return out;
@@ -637,6 +641,7 @@ export class ODataProcessor {
     if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
     const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
     await this.require(ctx, privileges);
+    await this.options.operations.hooks.get(entity.logicalName)?.beforeCreate?.(values);
     return this.finishCreate(ctx, entity, provider, this.withDefaults(entity, values), 201);
   }
 
@@ -690,6 +695,7 @@ export class ODataProcessor {
       if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
       const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
       await this.require(ctx, privileges);
+      await this.options.operations.hooks.get(entity.logicalName)?.beforeCreate?.(values);
       return this.finishCreate(ctx, entity, provider, this.withDefaults(entity, { ...values, [entity.primaryId.logicalName]: id }), 201);
     }
     if (createOnly) throw preconditionFailed(`A record with id ${id} already exists in ${entity.logicalName}`);
@@ -697,7 +703,8 @@ export class ODataProcessor {
     if (!provider.capabilities(entity).update) throw notImplemented(`The data provider of ${entity.logicalName} does not support updating records`);
     const { values, privileges } = await this.preparePayload(ctx, entity, body, "update");
     await this.require(ctx, privileges);
-    const outcome = await provider.update(entity, id, values, version);
+    const hooked = await this.options.operations.hooks.get(entity.logicalName)?.update?.(id, values);
+    const outcome = hooked ? { status: "ok" as const, row: hooked } : await provider.update(entity, id, values, version);
     if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
     if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed since it was read (If-Match ${header(ctx.request, "if-match")}); nothing was updated`);
     if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, outcome.message);
@@ -713,6 +720,7 @@ export class ODataProcessor {
     await this.require(ctx, [this.priv("Delete", entity)]);
     if (!provider.capabilities(entity).delete) throw notImplemented(`The data provider of ${entity.logicalName} does not support deleting records`);
     const { version } = this.expectedVersion(ctx);
+    await this.options.operations.hooks.get(entity.logicalName)?.beforeDelete?.(id);
     const outcome = await provider.delete(entity, id, version);
     if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
     if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed since it was read; nothing was deleted`);
@@ -745,8 +753,7 @@ export class ODataProcessor {
     }
     const privileges: string[] = [];
     if (entity) privileges.push(this.priv("Read", entity));
-    const extra = op.requiredPrivilege?.(ctx.model);
-    if (extra) privileges.push(extra);
+    privileges.push(...(op.requiredPrivileges?.(ctx.model) ?? []));
     await this.require(ctx, privileges);
     let binding: { entity: EntityModel; id: string; row: Row } | undefined;
     if (entity && id) {

@@ -124,8 +124,14 @@ export class SqlQueryCompiler {
     switch (e.kind) {
       case "constant":
         return this.constant(e.value, e.type);
-      case "property":
-        return `${this.aliasFor(e.navigations)}.${this.q(e.attribute.column)}`;
+      case "property": {
+        const column = this.column(e);
+        const external = e.attribute.externalValues;
+        if (!external) return column;
+        // Source values (enum names) shown as option values.
+        const whens = [...external.toSource].map(([value, source]) => `WHEN ${this.b.param(source)} THEN ${Number(value)}`);
+        return `(CASE ${column} ${whens.join(" ")} END)`;
+      }
       case "logical":
         return `(${this.predicate(e.left)} ${e.op === "and" ? "AND" : "OR"} ${this.predicate(e.right)})`;
       case "not":
@@ -165,7 +171,25 @@ export class SqlQueryCompiler {
     throw new Error(`Unhandled expression ${(e as { kind: string }).kind}`);
   }
 
+  private column(e: Extract<BoundExpression, { kind: "property" }>): string {
+    return `${this.aliasFor(e.navigations)}.${this.q(e.attribute.column)}`;
+  }
+
+  /** `option eq 200000000` on a source that stores names becomes `column = 'Pending'`, which can use an index. */
+  private externalComparison(e: Extract<BoundExpression, { kind: "comparison" }>): string | undefined {
+    if (e.op !== "eq" && e.op !== "ne") return undefined;
+    const [prop, constant] = e.left.kind === "property" ? [e.left, e.right] : [e.right, e.left];
+    if (prop.kind !== "property" || !prop.attribute.externalValues || constant.kind !== "constant" || constant.value === null) return undefined;
+    const source = prop.attribute.externalValues.toSource.get(constant.value as number);
+    const column = this.column(prop);
+    if (source === undefined) return e.op === "eq" ? "(1 = 0)" : `(${column} IS NOT NULL)`;
+    const p = this.b.param(source);
+    return e.op === "eq" ? `(${column} = ${p})` : this.dialect.nullSafeNotEquals(column, p);
+  }
+
   private comparison(e: Extract<BoundExpression, { kind: "comparison" }>): string {
+    const fast = this.externalComparison(e);
+    if (fast) return fast;
     const d = this.dialect;
     const isNull = (x: BoundExpression) => x.kind === "constant" && x.value === null;
     const { left, right, op } = e;

@@ -43,7 +43,10 @@ export class SqlDataProvider implements DataProvider {
 
   private toRow(entity: EntityModel, attrs: readonly AttributeModel[], raw: Record<string, unknown>): Row {
     const row: Row = {};
-    for (const a of attrs) row[a.logicalName] = fromStore(a, raw[a.logicalName]);
+    for (const a of attrs) {
+      const v = raw[a.logicalName];
+      row[a.logicalName] = a.externalValues && v !== null && v !== undefined ? (a.externalValues.fromSource.get(String(v)) ?? null) : fromStore(a, v);
+    }
     return row;
   }
 
@@ -81,7 +84,9 @@ export class SqlDataProvider implements DataProvider {
     return this.executor.dialect.typedParam(this.executor.dialect.placeholder(n), edmType);
   }
 
+  /** Option values of a virtual entity are stored as the source's own values (ExternalValue). */
   private toParam(attr: AttributeModel, value: unknown): unknown {
+    if (attr.externalValues && value !== null && value !== undefined) return attr.externalValues.toSource.get(value as number) ?? value;
     return this.executor.dialect.toParam(value);
   }
 
@@ -124,17 +129,18 @@ export class SqlDataProvider implements DataProvider {
 
   async update(entity: EntityModel, id: string, values: Row, expectedVersion?: number): Promise<WriteOutcome<Row>> {
     return this.executor.transaction(async (tx) => {
+      const version = this.q(versionColumn(entity));
       const attrs = [...entity.attributes.values()].filter((a) => values[a.logicalName] !== undefined && !a.isPrimaryId && a.logicalName !== "versionnumber" && a.logicalName !== "modifiedon");
       const params: unknown[] = attrs.map((a) => this.toParam(a, values[a.logicalName]));
       const sets = attrs.map((a, i) => `${this.q(a.column)} = ${this.param(i + 1, a.edmType)}`);
       params.push(new Date().toISOString());
-      sets.push(`${this.q("modifiedon")} = ${this.param(params.length, "Edm.DateTimeOffset")}`);
-      sets.push(`${this.q("versionnumber")} = ${this.q("versionnumber")} + 1`);
+      sets.push(`${this.q(entity.attributes.get("modifiedon")?.column ?? "modifiedon")} = ${this.param(params.length, "Edm.DateTimeOffset")}`);
+      sets.push(`${version} = ${version} + 1`);
       params.push(id);
       let where = `${this.q(entity.primaryId.column)} = ${this.param(params.length, "Edm.Guid")}`;
       if (expectedVersion !== undefined) {
         params.push(expectedVersion);
-        where += ` AND ${this.q("versionnumber")} = ${this.param(params.length, "Edm.Int64")}`;
+        where += ` AND ${version} = ${this.param(params.length, "Edm.Int64")}`;
       }
       let changes: number;
       try {
@@ -159,7 +165,7 @@ export class SqlDataProvider implements DataProvider {
       let where = `${this.q(entity.primaryId.column)} = ${this.param(1, "Edm.Guid")}`;
       if (expectedVersion !== undefined) {
         params.push(expectedVersion);
-        where += ` AND ${this.q("versionnumber")} = ${this.param(2, "Edm.Int64")}`;
+        where += ` AND ${this.q(versionColumn(entity))} = ${this.param(2, "Edm.Int64")}`;
       }
       const { changes } = await tx.execute(`DELETE FROM ${this.q(entity.table)} WHERE ${where}`, params);
       if (changes === 0) {
@@ -174,6 +180,10 @@ export class SqlDataProvider implements DataProvider {
     if (this.executor.inTransaction) return work(this);
     return this.executor.transaction((tx) => work(new SqlDataProvider(tx)));
   }
+}
+
+function versionColumn(entity: EntityModel): string {
+  return entity.attributes.get("versionnumber")?.column ?? "versionnumber";
 }
 
 function normalizePosition(v: unknown): unknown {

@@ -1,0 +1,81 @@
+import { randomUUID } from "node:crypto";
+import candidateSource from "./sources/HcmLinkedInExportedCandidateEntity.json";
+import workerSource from "./sources/HcmWorkerEntity.json";
+import type { SourceDefinition } from "../catalog/source-definition.js";
+import { logicalNameOf, lookupNameOf, OPTION_VALUE_BASE } from "../catalog/generator.js";
+import type { VirtualEntityService } from "../service.js";
+import { badRequest, ErrorCodes, notFound, ODataError, validationError } from "../odata/errors.js";
+import { describeViolation, payloadValidator } from "../metadata/payload-schema.js";
+import { privilegeName } from "../security/access.js";
+import type { OperationDefinition } from "../odata/operations.js";
+
+export const CANDIDATE_SOURCE = candidateSource as SourceDefinition;
+export const WORKER_SOURCE = workerSource as SourceDefinition;
+export const CANDIDATE_ENTITY = logicalNameOf(CANDIDATE_SOURCE.PhysicalName);
+export const WORKER_ENTITY = logicalNameOf(WORKER_SOURCE.PhysicalName);
+export const HIRE_STATUS = { Pending: OPTION_VALUE_BASE + 0, Hired: OPTION_VALUE_BASE + 1 } as const;
+const WORKER_LOOKUP = lookupNameOf("Worker");
+
+/**
+ * The bound action `Microsoft.Dynamics.CRM.mshr_Hire` ("Hire new worker"): creates a worker from the
+ * candidate's first and last name, start date, e-mail and phone, marks the candidate Hired with its lookup
+ * to the worker, and returns the worker, in one transaction.
+ */
+export function hireAction(service: VirtualEntityService): OperationDefinition {
+  return {
+    name: "mshr_Hire",
+    kind: "action",
+    boundTo: CANDIDATE_ENTITY,
+    parameters: [{ name: "PositionId", type: { kind: "primitive", type: "Edm.String", nullable: true }, optional: true }],
+    returns: { kind: "entity", entity: WORKER_ENTITY },
+    requiredPrivileges: () => [privilegeName("Write", CANDIDATE_ENTITY), privilegeName("Create", WORKER_ENTITY), privilegeName("Append", CANDIDATE_ENTITY), privilegeName("AppendTo", WORKER_ENTITY)],
+    handler: async ({ binding, parameters }) => {
+      const model = service.model;
+      const candidate = model.entity(CANDIDATE_ENTITY)!;
+      const worker = model.entity(WORKER_ENTITY);
+      if (!worker || !candidate.attributes.has(WORKER_LOOKUP)) {
+        throw badRequest(`Hiring needs the '${WORKER_SOURCE.Label}' virtual entity: generate it from the catalog first`);
+      }
+      const values = {
+        mshr_firstname: binding!.row.mshr_firstname,
+        mshr_lastname: binding!.row.mshr_lastname,
+        mshr_email: binding!.row.mshr_email,
+        mshr_phonenumber: binding!.row.mshr_phonenumber,
+        mshr_employmentstartdate: binding!.row.mshr_startdate,
+        mshr_positionid: parameters.PositionId ?? null,
+      };
+      const validate = payloadValidator(worker, "create");
+      if (!validate(values)) throw validationError(`The candidate cannot be hired: ${describeViolation(worker, "create", validate.errors ?? []).message}`);
+      const provider = service.providers.for(candidate);
+      return provider.transaction(async (tx) => {
+        const current = await tx.retrieve(candidate, binding!.id, [...candidate.attributes.values()]);
+        if (!current) throw notFound(`${CANDIDATE_ENTITY} With Id = ${binding!.id} Does Not Exist`);
+        if (current.mshr_hirestatus === HIRE_STATUS.Hired) {
+          throw new ODataError(409, ErrorCodes.conflict, `The candidate ${binding!.id} has already been hired (worker ${current[WORKER_LOOKUP]})`);
+        }
+        const created = await tx.create(worker, { ...values, [worker.primaryId.logicalName]: randomUUID() });
+        if (created.status !== "ok") throw new ODataError(409, ErrorCodes.conflict, `The worker could not be created: ${created.status === "conflict" ? created.message : created.status}`);
+        const workerId = created.row[worker.primaryId.logicalName] as string;
+        const updated = await tx.update(candidate, binding!.id, { mshr_hirestatus: HIRE_STATUS.Hired, [WORKER_LOOKUP]: workerId }, current.versionnumber as number);
+        if (updated.status !== "ok") throw new ODataError(409, ErrorCodes.conflict, `The candidate ${binding!.id} changed while it was being hired; nothing was written`);
+        return { kind: "entity", entity: worker, row: created.row };
+      });
+    },
+  };
+}
+
+/**
+ * Installs the LinkedIn Talent Hub integration: registers its two sources in the catalog and the Hire
+ * action; with `generate`, runs Generate/refresh on both (worker first, so the candidate gets its lookup).
+ */
+export async function installLinkedInTalentHub(service: VirtualEntityService, options: { generate?: boolean; onProgress?: (s: string) => void } = {}): Promise<void> {
+  await service.catalog.registerSource(WORKER_SOURCE);
+  await service.catalog.registerSource(CANDIDATE_SOURCE);
+  service.registerOperation(hireAction(service));
+  if (options.generate) {
+    for (const s of [WORKER_SOURCE, CANDIDATE_SOURCE]) {
+      const row = await service.catalog.catalogRow(s.PhysicalName);
+      if (row?.isgenerated !== true || row.status === "SourceChanged") await service.catalog.generateOrRefresh(s.PhysicalName, options.onProgress);
+    }
+  }
+}
