@@ -79,3 +79,22 @@ export async function installLinkedInTalentHub(service: VirtualEntityService, op
     }
   }
 }
+
+const SAMPLE_CANDIDATES = [
+  { mshr_candidateid: "ATS-1001", mshr_firstname: "Ada", mshr_lastname: "Lovelace", mshr_email: "ada.lovelace@example.com", mshr_phonenumber: "+44 20 7946 0001", mshr_startdate: "2027-01-04", mshr_jobtitle: "Analytical Engineer", mshr_location: "London" },
+  { mshr_candidateid: "ATS-1002", mshr_firstname: "Grace", mshr_lastname: "Hopper", mshr_email: "grace.hopper@example.com", mshr_phonenumber: "+1 202 555 0102", mshr_startdate: "2027-01-11", mshr_jobtitle: "Compiler Lead", mshr_location: "Arlington" },
+  { mshr_candidateid: "ATS-1003", mshr_firstname: "Alan", mshr_lastname: "Turing", mshr_email: "alan.turing@example.com", mshr_phonenumber: "+44 161 496 0003", mshr_startdate: "2027-02-01", mshr_jobtitle: "Research Scientist", mshr_location: "Manchester" },
+];
+
+/** Exports three sample candidates, as an ATS would, when the candidate entity has no rows yet. */
+export async function seedSampleCandidates(service: VirtualEntityService): Promise<number> {
+  const set = service.model.entity(CANDIDATE_ENTITY)?.entitySetName;
+  if (!set) return 0;
+  const count = await service.request("GET", `${set}/$count`);
+  if (count.status !== 200 || Number(count.body) > 0) return 0;
+  for (const c of SAMPLE_CANDIDATES) {
+    const r = await service.request("POST", set, { body: c });
+    if (r.status >= 300) throw new Error(`Could not seed sample candidate ${c.mshr_candidateid}: ${r.body}`);
+  }
+  return SAMPLE_CANDIDATES.length;
+}
