@@ -276,6 +276,11 @@ export class SqlQueryCompiler {
 
   /** Rows strictly after `position` in the given order (nulls first ascending, last descending). */
   private keyset(order: BoundOrderBy[], exprs: string[], position: KeysetPosition): string {
+    // All ascending and no null in the position: one row-value comparison, which both stores run as an
+    // index range (rows with a null key sort first, so they are rightly excluded).
+    if (order.every((t) => !t.descending) && position.every((v) => v !== null)) {
+      return `((${exprs.join(", ")}) > (${position.map((v, i) => this.constant(v, order[i]!.expression.type)).join(", ")}))`;
+    }
     const alternatives: string[] = [];
     for (let i = 0; i < order.length; i++) {
       const parts: string[] = [];

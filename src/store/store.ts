@@ -159,9 +159,15 @@ export class Store {
     const columns: Record<string, EntitySchemaColumnOptions> = {};
     const pg = this.kind === "postgres";
     for (const c of spec.columns) columns[c.name] = columnOptions(c, pg);
+    // A plain index also holds the primary key, so ordering by the column then the key (how pages are
+    // ordered) and resuming after a position are both index ranges.
+    const primary = spec.columns.find((c) => c.primary)?.name;
     const indices = spec.columns
       .filter((c) => (c.indexed || c.unique) && !c.primary)
-      .map((c) => ({ name: indexName(spec.name, [c.name], c.unique ? "uq" : "ix"), columns: [c.name], unique: !!c.unique }));
+      .map((c) => {
+        const columns = c.unique || !primary ? [c.name] : [c.name, primary];
+        return { name: indexName(spec.name, columns, c.unique ? "uq" : "ix"), columns, unique: !!c.unique };
+      });
     for (const u of spec.uniques ?? []) indices.push({ name: indexName(spec.name, u.columns, "ak"), columns: u.columns, unique: true });
     return new EntitySchema({ name: spec.name, tableName: spec.name, columns, indices });
   }

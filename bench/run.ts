@@ -1,0 +1,169 @@
+/**
+ * Benchmark: the same requests through the full OData stack and as hand-written SQL behind a bare
+ * node:http handler on the same SQLite connection, in one run; prints requests/s and the ratios.
+ *
+ *   npm run bench              (100,000 rows, 3 s per case)
+ *   BENCH_ROWS=20000 BENCH_SECONDS=1 npm run bench
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomUUID } from "node:crypto";
+import { Worker } from "node:worker_threads";
+import { createService } from "../src/index.js";
+import { SqliteExecutor } from "../src/store/sqlite-executor.js";
+import { SqlQueryCompiler } from "../src/store/sql-compiler.js";
+import { ExpressionBinder, bindSelect } from "../src/odata/binder.js";
+
+const ROWS = Number(process.env.BENCH_ROWS ?? 100_000);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
+
+const LAST_NAMES = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Wood", "Jackson", "Clarke"];
+const FIRST_NAMES = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Edsger", "Donald", "Frances", "Ken", "Margaret"];
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), "vep-bench-"));
+  const service = await createService({ database: join(dir, "bench.sqlite") });
+  try {
+    await service.defineEntity({
+      LogicalName: "bench_person",
+      PrimaryNameAttribute: "bench_lastname",
+      Attributes: [
+        { LogicalName: "bench_firstname", AttributeType: "String", MaxLength: 100 },
+        { LogicalName: "bench_lastname", AttributeType: "String", MaxLength: 100 },
+        { LogicalName: "bench_email", AttributeType: "String", MaxLength: 320 },
+        { LogicalName: "bench_age", AttributeType: "Integer" },
+        { LogicalName: "bench_salary", AttributeType: "Decimal", Precision: 2 },
+        { LogicalName: "bench_active", AttributeType: "Boolean" },
+        { LogicalName: "bench_startdate", AttributeType: "DateTime", DateTimeBehavior: "DateOnly" },
+        { LogicalName: "bench_city", AttributeType: "String", MaxLength: 100 },
+      ],
+    });
+    // 12 columns: id, 8 fields, createdon, modifiedon, versionnumber.
+    const ex = service.store.executor as SqliteExecutor;
+    const ids: string[] = [];
+    const insert = ex.db.prepare(
+      `INSERT INTO bench_person (bench_personid, bench_firstname, bench_lastname, bench_email, bench_age, bench_salary, bench_active, bench_startdate, bench_city, createdon, modifiedon, versionnumber) VALUES (?,?,?,?,?,?,?,?,?,?,?,1)`,
+    );
+    const t0 = Date.now();
+    ex.db.transaction(() => {
+      for (let i = 0; i < ROWS; i++) {
+        const id = randomUUID();
+        ids.push(id);
+        const last = LAST_NAMES[i % LAST_NAMES.length]! + String(i).padStart(6, "0");
+        const now = new Date(Date.UTC(2020, 0, 1) + i * 60000).toISOString();
+        insert.run(id, FIRST_NAMES[i % FIRST_NAMES.length], last, `p${i}@example.com`, 18 + (i % 60), 30000 + (i % 1000) * 10.5, i % 2, `20${10 + (i % 15)}-0${1 + (i % 9)}-1${i % 9}`, `City${i % 50}`, now, now);
+      }
+    })();
+    console.log(`Loaded ${ROWS} rows of a 12-column entity in ${Date.now() - t0} ms`);
+
+    const odata = await service.listen(0);
+    const bare = createServer((req, res) => bareHandler(ex, req, res));
+    await new Promise<void>((r) => bare.listen(0, "127.0.0.1", () => r()));
+    const barePort = (bare.address() as { port: number }).port;
+    const odataBase = odata.url.replace(/\/$/, "");
+
+    // A deep page: the position after row 50,000 in last-name order, as a nextLink carries it.
+    const deep = ex.db.prepare(`SELECT bench_lastname AS n, bench_personid AS id FROM bench_person ORDER BY bench_lastname, bench_personid LIMIT 1 OFFSET ?`).get(Math.floor(ROWS / 2)) as { n: string; id: string };
+    const token = Buffer.from(JSON.stringify({ p: [deep.n, deep.id], n: 0 })).toString("base64url");
+
+    const cases = [
+      { name: "read by key", odata: (i: number) => `${odataBase}/bench_persons(${ids[i % ids.length]})`, bare: (i: number) => `/key?id=${ids[i % ids.length]}` },
+      { name: "startswith + orderby, $top=50", odata: () => `${odataBase}/bench_persons?$filter=startswith(bench_lastname,'Wil')&$orderby=bench_lastname&$top=50`, bare: () => `/startswith?prefix=Wil` },
+      { name: "$count with filter", odata: () => `${odataBase}/bench_persons/$count?$filter=bench_age gt 50`, bare: () => `/count?age=50` },
+      { name: "deep page (nextLink)", odata: () => `${odataBase}/bench_persons?$orderby=bench_lastname&$skiptoken=${token}`, bare: () => `/deep?name=${encodeURIComponent(deep.n)}&id=${deep.id}`, headers: { Prefer: "odata.maxpagesize=50" } },
+    ];
+
+    // The plan of the startswith query, as the OData layer compiles it: it must be an index range.
+    const entity = service.model.entity("bench_person")!;
+    const binder = new ExpressionBinder(entity);
+    const compiled = new SqlQueryCompiler(ex.dialect, entity).compileSelect({
+      query: { entity, filter: binder.bindFilter("startswith(bench_lastname,'Wil')"), orderBy: new ExpressionBinder(entity, new Map(), "$orderby").bindOrderBy("bench_lastname"), select: bindSelect(entity, undefined), count: false, expand: [] },
+      limit: 51,
+    });
+    const plan = ex.db.prepare(`EXPLAIN QUERY PLAN ${compiled.sql}`).all(...compiled.params) as { detail: string }[];
+    console.log(`startswith plan: ${plan.map((p) => p.detail).join(" | ")}`);
+
+    console.log(`\n${SECONDS}s per case, ${CONCURRENCY} connections, client in a worker thread\n`);
+    console.log(`${"case".padEnd(32)} ${"OData req/s".padStart(12)} ${"bare req/s".padStart(12)} ${"ratio".padStart(7)}`);
+    for (const c of cases) {
+      const urlsOData = Array.from({ length: 1000 }, (_, i) => c.odata(i * 7919));
+      const urlsBare = Array.from({ length: 1000 }, (_, i) => `http://127.0.0.1:${barePort}${c.bare(i * 7919)}`);
+      await load(urlsOData, c.headers, 0.5); // warm-up
+      const a = await load(urlsOData, c.headers, SECONDS);
+      await load(urlsBare, undefined, 0.5);
+      const b = await load(urlsBare, undefined, SECONDS);
+      if (a.errors || b.errors) console.log(`  (errors: OData ${a.errors}, bare ${b.errors})`);
+      console.log(`${c.name.padEnd(32)} ${a.rps.toFixed(0).padStart(12)} ${b.rps.toFixed(0).padStart(12)} ${(a.rps / b.rps).toFixed(2).padStart(7)}`);
+    }
+    await odata.close();
+    await new Promise<void>((r) => bare.close(() => r()));
+  } finally {
+    await service.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The same reads as hand-written SQL on the same connection, serialized as plain JSON. */
+function bareHandler(ex: SqliteExecutor, req: IncomingMessage, res: ServerResponse): void {
+  const url = new URL(req.url!, "http://x");
+  const q = (name: string) => url.searchParams.get(name)!;
+  let body: string;
+  switch (url.pathname) {
+    case "/key":
+      body = JSON.stringify(ex.prepare(`SELECT * FROM bench_person WHERE bench_personid = ?`).get(q("id")));
+      break;
+    case "/startswith":
+      body = JSON.stringify({ value: ex.prepare(`SELECT * FROM bench_person WHERE bench_lastname GLOB ? ORDER BY bench_lastname LIMIT 50`).all(q("prefix") + "*") });
+      break;
+    case "/count":
+      body = String((ex.prepare(`SELECT COUNT(*) AS c FROM bench_person WHERE bench_age > ?`).get(Number(q("age"))) as { c: number }).c);
+      break;
+    case "/deep":
+      body = JSON.stringify({
+        value: ex.prepare(`SELECT * FROM bench_person WHERE (bench_lastname, bench_personid) > (?, ?) ORDER BY bench_lastname, bench_personid LIMIT 50`).all(q("name"), q("id")),
+      });
+      break;
+    default:
+      res.statusCode = 404;
+      res.end();
+      return;
+  }
+  res.setHeader("Content-Type", "application/json");
+  res.end(body);
+}
+
+const WORKER = `
+const { parentPort, workerData } = require("node:worker_threads");
+const http = require("node:http");
+const agent = new http.Agent({ keepAlive: true, maxSockets: workerData.concurrency });
+const { urls, headers, seconds, concurrency } = workerData;
+let done = 0, errors = 0, i = 0;
+const end = Date.now() + seconds * 1000;
+function one() {
+  return new Promise((resolve) => {
+    const req = http.get(urls[i++ % urls.length], { agent, headers }, (res) => {
+      res.resume();
+      res.on("end", () => { if (res.statusCode >= 400) errors++; done++; resolve(); });
+    });
+    req.on("error", () => { errors++; resolve(); });
+  });
+}
+async function loop() { while (Date.now() < end) await one(); }
+Promise.all(Array.from({ length: concurrency }, loop)).then(() => { agent.destroy(); parentPort.postMessage({ done, errors }); });
+`;
+
+function load(urls: string[], headers: Record<string, string> | undefined, seconds: number): Promise<{ rps: number; errors: number }> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(WORKER, { eval: true, workerData: { urls, headers: headers ?? {}, seconds, concurrency: CONCURRENCY } });
+    worker.once("message", (m: { done: number; errors: number }) => resolve({ rps: m.done / seconds, errors: m.errors }));
+    worker.once("error", reject);
+  });
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
