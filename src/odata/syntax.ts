@@ -307,6 +307,7 @@ export class ExpressionParser {
     }
     if (t.t === "ident") {
       if (this.atPunct("(")) return this.parseCall(t.v, t.pos);
+      if (t.v in BINARY_PRECEDENCE) throw this.error(t, `expected an operand but found the operator '${t.v}'`);
       const segments = [t.v];
       while (this.atPunct("/")) {
         this.i++;
