@@ -220,6 +220,7 @@ export class ExpressionParser {
   }
   expectEnd(): void {
     const t = this.peek();
+    if (t.t === "ident") throw this.error(t, `unknown operator '${t.v}'`);
     if (t.t !== "eof") throw this.error(t, `unexpected ${this.describe(t)}`);
   }
   /** Reads a bare word (asc/desc and similar). */
@@ -243,10 +244,7 @@ export class ExpressionParser {
       const t = this.peek();
       if (t.t !== "ident") break;
       const prec = BINARY_PRECEDENCE[t.v];
-      if (prec === undefined || prec <= minPrecedence) {
-        if (prec === undefined && t.t === "ident") throw this.error(t, `unknown operator '${t.v}'`);
-        break;
-      }
+      if (prec === undefined || prec <= minPrecedence) break;
       this.i++;
       if (t.v === "in") {
         left = { kind: "in", operand: left, list: this.parseInList(), pos: t.pos };
