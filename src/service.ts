@@ -10,13 +10,22 @@ import type { DataProvider } from "./providers/data-provider.js";
 import { ProviderRegistry } from "./providers/provider-registry.js";
 import { methodNotAllowed } from "./odata/errors.js";
 import { OpenSecurityPolicy, type Caller, type SecurityPolicy } from "./security/access.js";
+import { SecurityService, type TokenAuthOptions } from "./security/security-service.js";
+import { SYSTEM_ADMINISTRATOR_ROLE_ID } from "./security/security-model.js";
+import { tokenRoute } from "./http/token-endpoint.js";
 import { SEQUENCE_TABLE, SqlDataProvider } from "./store/sql-provider.js";
 import { Store, type StoreOptions } from "./store/store.js";
 import { CATALOG_ENTITY, VirtualEntityCatalog } from "./catalog/catalog.js";
 
 export interface ServiceOptions extends StoreOptions {
-  /** Who may do what. Defaults to allowing everything: put the service behind your own authorization, or pass a policy. */
-  security?: SecurityPolicy;
+  /**
+   * Who may do what. By default every request needs a bearer token (from the built-in `/oauth2/token` or a
+   * trusted issuer) and every privilege is checked against the caller's roles. `"none"` allows everything
+   * (tests, or behind a gateway that authorizes); a SecurityPolicy replaces the whole layer.
+   */
+  security?: SecurityPolicy | "none" | TokenAuthOptions;
+  /** Registers this client as an application user with the System Administrator role (VEP_ADMIN_CLIENT_ID/SECRET). */
+  adminClient?: { clientId: string; secret: string };
   /** Service root path; `/api/data/v9.2` by default. */
   rootPath?: string;
   /** Absolute base URL for links (`https://host`); derived from each request's Host header when absent. */
@@ -47,10 +56,20 @@ export class VirtualEntityService {
     readonly metadata: MetadataService,
     readonly sqlProvider: SqlDataProvider,
     readonly catalog: VirtualEntityCatalog,
-    security: SecurityPolicy,
+    /** The built-in security layer (users, roles, tokens), when it is the one in use. */
+    readonly security: SecurityService | undefined,
+    policy: SecurityPolicy,
     options: ServiceOptions,
   ) {
     this.providers = new ProviderRegistry(sqlProvider);
+    if (security) {
+      this.operations.register(security.addPrivilegesRoleAction());
+      this.operations.register(security.removePrivilegeRoleAction());
+      this.operations.register(security.whoAmIFunction());
+      this.extraRoutes.push(tokenRoute(security));
+    }
+    this.operations.registerComplexType({ name: "WhoAmIResponse", properties: [{ name: "BusinessUnitId", type: "Edm.Guid", nullable: false }, { name: "UserId", type: "Edm.Guid", nullable: false }, { name: "OrganizationId", type: "Edm.Guid", nullable: false }] });
+    this.operations.registerComplexType({ name: "RolePrivilege", properties: [{ name: "Depth", type: "Edm.String" }, { name: "PrivilegeId", type: "Edm.Guid" }, { name: "BusinessUnitId", type: "Edm.Guid" }, { name: "PrivilegeName", type: "Edm.String" }] });
     this.operations.register(catalog.generateAction());
     this.operations.hooks.set(CATALOG_ENTITY, {
       beforeCreate: async () => {
@@ -61,7 +80,7 @@ export class VirtualEntityService {
       },
       update: (id, values) => catalog.onCatalogUpdate(id, values),
     });
-    this.processor = new ODataProcessor({ metadata, providers: this.providers, operations: this.operations, security, rootPath: options.rootPath, baseUrl: options.baseUrl, maxPageSize: options.maxPageSize });
+    this.processor = new ODataProcessor({ metadata, providers: this.providers, operations: this.operations, security: policy, rootPath: options.rootPath, baseUrl: options.baseUrl, maxPageSize: options.maxPageSize });
     this.handler = createNodeHandler(this.processor, async (req) => {
       for (const route of this.extraRoutes) {
         const r = await route(req);
@@ -86,7 +105,17 @@ export class VirtualEntityService {
       const metadata = await MetadataService.open(store, RESERVED_SET_NAMES);
       const sqlProvider = new SqlDataProvider(store.executor);
       const catalog = await VirtualEntityCatalog.open(store, metadata, sqlProvider);
-      return new VirtualEntityService(store, metadata, sqlProvider, catalog, options.security ?? new OpenSecurityPolicy(), options);
+      const choice = options.security;
+      let security: SecurityService | undefined;
+      let policy: SecurityPolicy;
+      if (choice === "none") policy = new OpenSecurityPolicy();
+      else if (choice && "authenticate" in choice) policy = choice;
+      else policy = security = await SecurityService.open(store, metadata, choice ?? {});
+      if (options.adminClient) {
+        if (!security) throw new Error("adminClient needs the built-in security layer");
+        await security.addClient(options.adminClient.clientId, { secret: options.adminClient.secret, name: "Administrator (VEP_ADMIN_CLIENT_ID)", roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] });
+      }
+      return new VirtualEntityService(store, metadata, sqlProvider, catalog, security, policy, options);
     } catch (e) {
       await store.close();
       throw e;

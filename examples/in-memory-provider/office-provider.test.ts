@@ -11,7 +11,7 @@ const SEED = [
 describe("a virtual entity served by a provider that is not SQL-backed", () => {
   let service: VirtualEntityService;
   beforeEach(async () => {
-    service = await createService({ database: ":memory:" });
+    service = await createService({ database: ":memory:", security: "none" });
     await installOffices(service, SEED);
   });
   afterEach(() => service.close());

@@ -95,7 +95,7 @@ export class VirtualEntityCatalog {
     return this.lock.run(async () => {
       const previous = this.source(def.PhysicalName);
       if (previous && JSON.stringify(previous) === JSON.stringify(def)) return;
-      await this.store.syncTables([sourceTableOf(def)]);
+      await this.store.syncTables([this.transitionalTable(def, previous)]);
       await this.store.executor.transaction((tx) => this.metadata.repository.put(tx, "source", def.PhysicalName, def));
       this.sources.set(def.PhysicalName.toLowerCase(), def);
       const row = await this.catalogRow(def.PhysicalName);
@@ -106,6 +106,22 @@ export class VirtualEntityCatalog {
         await this.writeRow(def.PhysicalName, { label: def.Label, ...(changed ? { status: "SourceChanged", statusmessage: "The source changed since the virtual entity was generated; run Generate/refresh to update it." } : {}) });
       }
     });
+  }
+
+  /**
+   * The source's new table, keeping the columns its generated entity still reads: a removed field's
+   * column goes at the next Generate/refresh, so the entity keeps answering until then.
+   */
+  private transitionalTable(def: SourceDefinition, previous: SourceDefinition | undefined) {
+    const table = sourceTableOf(def);
+    const entity = this.metadata.model.entity(logicalNameOf(def.PhysicalName));
+    if (!previous || !entity) return table;
+    const used = new Set([...entity.attributes.values()].map((a) => a.column.toLowerCase()));
+    const names = new Set(table.columns.map((c) => c.name.toLowerCase()));
+    for (const c of sourceTableOf(previous).columns) {
+      if (!names.has(c.name.toLowerCase()) && used.has(c.name.toLowerCase())) table.columns.push({ ...c, nullable: true, unique: false });
+    }
+    return table;
   }
 
   async catalogRow(physicalName: string): Promise<Row | undefined> {
@@ -158,9 +174,19 @@ export class VirtualEntityCatalog {
           .map((r) => r.SchemaName);
         const before = model.entity(main.entity.LogicalName)?.def;
         const changes = describeChanges(before, normalizeEntityDefinition(main.entity, before));
+        const dependentChanges = dependents.map((d, i) => {
+          const old = model.entity(logicalNameOf(d.PhysicalName))?.def;
+          return describeChanges(old, normalizeEntityDefinition(generated[i + 1]!.entity, old));
+        });
         step(`Applying ${entities.length} entit${entities.length === 1 ? "y" : "ies"} and ${relationships.length} relationship(s)`);
         await this.metadata.apply({ entities, relationships, removeRelationships });
+        // Columns of removed fields go now that no entity reads them.
+        await this.store.syncTables([source, ...dependents].map(sourceTableOf));
         const now = new Date().toISOString();
+        for (const [i, d] of dependents.entries()) {
+          const list = dependentChanges[i]!;
+          await this.writeRow(d.PhysicalName, { lastrefreshedon: now, status: "Refreshed", statusmessage: `Refreshed with ${source.Label}: ${list.length ? list.join("; ") : "no changes"}` });
+        }
         const refreshed = before !== undefined;
         const message = refreshed ? (changes.length ? `Refreshed: ${changes.join("; ")}` : "Refreshed: no changes") : changes.join("; ");
         await this.writeRow(source.PhysicalName, {

@@ -85,6 +85,8 @@ export const SYSTEM_ATTRIBUTES: readonly AttributeDefinition[] = [
   { LogicalName: "createdon", AttributeType: "DateTime", DateTimeBehavior: "UserLocal", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Created On" },
   { LogicalName: "modifiedon", AttributeType: "DateTime", DateTimeBehavior: "UserLocal", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Modified On" },
   { LogicalName: "versionnumber", AttributeType: "BigInt", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Version Number" },
+  { LogicalName: "createdby", AttributeType: "Uniqueidentifier", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Created By" },
+  { LogicalName: "modifiedby", AttributeType: "Uniqueidentifier", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Modified By" },
 ];
 export const SYSTEM_ATTRIBUTE_NAMES = new Set(SYSTEM_ATTRIBUTES.map((a) => a.LogicalName));
 

@@ -105,7 +105,7 @@ export function describeViolation(entity: EntityModel, mode: WriteMode, errors: 
   if (e.keyword === "additionalProperties") {
     const field = (e.params as { additionalProperty: string }).additionalProperty;
     const attr = entity.attributes.get(field) ?? entity.properties.get(field);
-    if (attr && !attr.isPrimaryId && attr.type !== "Lookup") {
+    if (attr && attr.type !== "Lookup") {
       return { field, message: `The attribute '${field}' of ${entity.logicalName} cannot be set on ${mode}` };
     }
     if (attr?.type === "Lookup" || entity.navigations.has(field)) {

@@ -33,9 +33,10 @@ const FUNCTIONS: Record<FunctionName, FunctionSignature> = {
   second: { params: [["datetime"]], returns: fixed("Edm.Int32") },
   date: { params: [["datetime"]], returns: fixed("Edm.Date") },
   now: { params: [[]], returns: fixed("Edm.DateTimeOffset") },
-  round: { params: [["numeric"]], returns: (a) => (a[0]!.type === "Edm.Double" ? "Edm.Double" : a[0]!.type === "Edm.Decimal" ? "Edm.Decimal" : (a[0]!.type as EdmPrimitiveType)) },
-  floor: { params: [["numeric"]], returns: (a) => (a[0]!.type === "Edm.Double" ? "Edm.Double" : a[0]!.type === "Edm.Decimal" ? "Edm.Decimal" : (a[0]!.type as EdmPrimitiveType)) },
-  ceiling: { params: [["numeric"]], returns: (a) => (a[0]!.type === "Edm.Double" ? "Edm.Double" : a[0]!.type === "Edm.Decimal" ? "Edm.Decimal" : (a[0]!.type as EdmPrimitiveType)) },
+  // Defined on Edm.Decimal and Edm.Double; an integer argument is promoted to Edm.Decimal.
+  round: { params: [["numeric"]], returns: (a) => (a[0]!.type === "Edm.Double" ? "Edm.Double" : "Edm.Decimal") },
+  floor: { params: [["numeric"]], returns: (a) => (a[0]!.type === "Edm.Double" ? "Edm.Double" : "Edm.Decimal") },
+  ceiling: { params: [["numeric"]], returns: (a) => (a[0]!.type === "Edm.Double" ? "Edm.Double" : "Edm.Decimal") },
 };
 
 /** Functions defined by OData that this library does not translate: a 501, never a silent drop. */

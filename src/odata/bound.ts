@@ -47,6 +47,8 @@ export interface BoundQuery {
   skip?: number;
   count: boolean;
   expand: BoundExpand[];
+  /** Only rows related to one row through a collection-valued navigation (`set(id)/nav`). */
+  relatedTo?: { navigation: NavigationModel; id: string };
 }
 
 export const NUMERIC_TYPES: ReadonlySet<string> = new Set(["Edm.Int32", "Edm.Int64", "Edm.Decimal", "Edm.Double"]);

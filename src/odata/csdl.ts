@@ -211,7 +211,7 @@ export function csdlJson(model: Model, operations: OperationRegistry): Record<st
       if (n.constraint) nav.$ReferentialConstraint = { [n.constraint.property]: n.constraint.referenced };
       body[n.name] = nav;
     }
-    if (t.alternateKeys.length) body["@Core.AlternateKeys"] = t.alternateKeys.map((k) => ({ Key: k.map((p) => ({ Name: p, Alias: p })) }));
+    if (t.alternateKeys.length) body["@Core.AlternateKeys"] = t.alternateKeys.map((k) => ({ Key: k.map((p) => ({ Name: { $PropertyPath: p }, Alias: p })) }));
     if (t.description) body["@Core.Description"] = t.description;
     schema[t.name] = body;
   }

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
-import type { AttributeModel, EntityModel, Model } from "../metadata/model.js";
+import type { AttributeModel, EntityModel, Model, NavigationModel } from "../metadata/model.js";
 import type { MetadataService } from "../metadata/metadata-service.js";
 import { describeViolation, payloadValidator, type WriteMode } from "../metadata/payload-schema.js";
-import { unsupportedConstruct, type DataProvider, type Row } from "../providers/data-provider.js";
+import { unsupportedConstruct, type DataProvider, type Row, type WriteContext } from "../providers/data-provider.js";
 import type { ProviderRegistry } from "../providers/provider-registry.js";
 import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type SecurityPolicy } from "../security/access.js";
 import { bindSelect, ExpressionBinder, selectedComplexProperties } from "./binder.js";
@@ -347,8 +347,102 @@ export class ODataProcessor {
       if (third && third.name !== "$value") throw notFound(`Resource not found for the segment '${third.name}'`);
       return this.propertyRequest(ctx, entity, provider, id, attr, third !== undefined);
     }
-    if (entity.navigations.has(second.name)) throw notImplemented(`Navigating to '${second.name}' is not supported yet`);
+    const nav = entity.navigations.get(second.name);
+    if (nav) return this.navigationRequest(ctx, entity, provider, id, nav, second, segments.slice(2));
     throw notFound(`Could not find a property named '${second.name}' on ${entity.logicalName}`);
+  }
+
+  // ---------------------------------------------------------------- navigation and $ref
+
+  /** The id a `{"@odata.id": ".../set(id)"}` body or `$id` option names, checked against the navigation's target. */
+  private async referencedId(ctx: RequestContext, nav: NavigationModel, ref: unknown): Promise<string> {
+    if (typeof ref !== "string") throw badRequest(`The reference must be {"@odata.id": "<${nav.target.entitySetName}(id) URL>"}`);
+    const m = /^(?:.*\/)?([A-Za-z_][A-Za-z0-9_]*)\(([^)]*)\)$/.exec(ref.trim());
+    if (!m || m[1] !== nav.target.entitySetName) throw badRequest(`The reference '${ref}' must point at ${nav.target.entitySetName}(<id>) for '${nav.name}'`);
+    const target = this.options.providers.for(nav.target);
+    const id = await this.resolveKey(ctx, nav.target, target, m[2]!);
+    if (!(await target.retrieve(nav.target, id, [nav.target.primaryId]))) throw notFound(`${nav.target.logicalName} With Id = ${id} Does Not Exist`);
+    return id;
+  }
+
+  private async navigationRequest(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, nav: NavigationModel, segment: PathSegment, rest: PathSegment[]): Promise<ODataResponse> {
+    const [next, after] = rest;
+    if (after || (next && next.name !== "$ref")) throw notFound(`Resource not found for the segment '${(after ?? next)!.name}'`);
+    if (!next) {
+      if (segment.args !== undefined) throw notImplemented(`Addressing one related record as '${nav.name}(…)' is not supported; use ${nav.target.entitySetName}(<id>)`);
+      this.onlyMethods(ctx, ["GET"], `the navigation property '${nav.name}'`);
+      await this.require(ctx, [this.priv("Read", entity)]);
+      if (!(await provider.retrieve(entity, id, [entity.primaryId]))) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+      if (nav.kind === "single") {
+        const row = await provider.retrieve(entity, id, [nav.lookup!]);
+        const targetId = row?.[nav.lookup!.logicalName] as string | null;
+        if (!targetId) return { status: 204, headers: { "OData-Version": "4.0" } };
+        return this.getSingle(ctx, nav.target, this.options.providers.for(nav.target), targetId);
+      }
+      return this.getCollection(ctx, nav.target, this.options.providers.for(nav.target), { navigation: nav, id, path: `${entity.entitySetName}(${id})/${nav.name}` });
+    }
+    // $ref: links between records.
+    const targetProvider = this.options.providers.for(nav.target);
+    const linkPrivileges = [this.priv("Append", entity), this.priv("AppendTo", nav.target)];
+    if (!(await provider.retrieve(entity, id, [entity.primaryId]))) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+    if (nav.kind === "single") {
+      if (segment.args !== undefined) throw badRequest(`'${nav.name}' is single-valued and takes no key`);
+      if (ctx.method === "PUT") {
+        const targetId = await this.referencedId(ctx, nav, this.readJsonBody(ctx)["@odata.id"]);
+        await this.require(ctx, [this.priv("Write", entity), ...linkPrivileges]);
+        return this.writeLookup(ctx, entity, provider, id, nav, targetId);
+      }
+      if (ctx.method === "DELETE") {
+        await this.require(ctx, [this.priv("Write", entity), ...linkPrivileges]);
+        return this.writeLookup(ctx, entity, provider, id, nav, null);
+      }
+      throw methodNotAllowed(ctx.method, `${nav.name}/$ref`, ["PUT", "DELETE"]);
+    }
+    if (ctx.method === "POST") {
+      if (segment.args !== undefined) throw badRequest(`POST to '${nav.name}/$ref' takes the reference in the body`);
+      const targetId = await this.referencedId(ctx, nav, this.readJsonBody(ctx)["@odata.id"]);
+      return this.link(ctx, entity, provider, targetProvider, id, nav, targetId, true, linkPrivileges);
+    }
+    if (ctx.method === "DELETE") {
+      let targetId: string;
+      if (segment.args !== undefined) targetId = await this.resolveKey(ctx, nav.target, targetProvider, segment.args);
+      else {
+        const options = parseQueryOptions(ctx.query, new Set(["$id"]));
+        if (options.id === undefined) throw badRequest(`DELETE of '${nav.name}/$ref' needs the link to remove: ${nav.name}(<id>)/$ref or $ref?$id=<url>`);
+        targetId = await this.referencedId(ctx, nav, options.id);
+      }
+      return this.link(ctx, entity, provider, targetProvider, id, nav, targetId, false, linkPrivileges);
+    }
+    throw methodNotAllowed(ctx.method, `${nav.name}/$ref`, ["POST", "DELETE"]);
+  }
+
+  private async writeLookup(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, nav: NavigationModel, targetId: string | null): Promise<ODataResponse> {
+    const outcome = await provider.update(entity, id, { [nav.lookup!.logicalName]: targetId }, this.expectedVersion(ctx).version, await this.writeContext(ctx, entity));
+    if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+    if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed; nothing was updated`);
+    if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, outcome.message);
+    return { status: 204, headers: { "OData-Version": "4.0" } };
+  }
+
+  /** Associates or dissociates two records through a collection-valued navigation. */
+  private async link(ctx: RequestContext, entity: EntityModel, provider: DataProvider, targetProvider: DataProvider, id: string, nav: NavigationModel, targetId: string, associate: boolean, privileges: string[]): Promise<ODataResponse> {
+    if (nav.intersect) {
+      await this.require(ctx, privileges);
+      await this.security.checkLink?.(ctx.caller, nav, id, targetId, associate);
+      if (!provider.associate || !provider.disassociate) throw notImplemented(`The data provider of ${entity.logicalName} does not support many-to-many links`);
+      if (associate) await provider.associate(nav, id, targetId);
+      else if (!(await provider.disassociate(nav, id, targetId))) throw notFound(`${entity.logicalName} ${id} is not linked to ${nav.target.logicalName} ${targetId} through '${nav.name}'`);
+      return { status: 204, headers: { "OData-Version": "4.0" } };
+    }
+    // One-to-many: the link is the lookup on the related record.
+    await this.require(ctx, [this.priv("Write", nav.target), this.priv("Append", nav.target), this.priv("AppendTo", entity)]);
+    if (!associate) {
+      const row = await targetProvider.retrieve(nav.target, targetId, [nav.lookup!]);
+      if (row?.[nav.lookup!.logicalName] !== id) throw notFound(`${nav.target.logicalName} ${targetId} is not linked to ${entity.logicalName} ${id}`);
+    }
+    const outcome = await targetProvider.update(nav.target, targetId, { [nav.lookup!.logicalName]: associate ? id : null }, undefined, await this.writeContext(ctx, nav.target));
+    if (outcome.status !== "ok") throw notFound(`${nav.target.logicalName} With Id = ${targetId} Does Not Exist`);
+    return { status: 204, headers: { "OData-Version": "4.0" } };
   }
 
   private findBoundOperation(segment: PathSegment, entity: EntityModel, collection: boolean): OperationDefinition | undefined {
@@ -417,18 +511,19 @@ export class ODataProcessor {
     if (unsupported) throw notImplemented(`The data provider '${provider.name}' of ${query.entity.logicalName} does not support ${unsupported}`);
   }
 
-  private async getCollection(ctx: RequestContext, entity: EntityModel, provider: DataProvider): Promise<ODataResponse> {
+  private async getCollection(ctx: RequestContext, entity: EntityModel, provider: DataProvider, related?: { navigation: NavigationModel; id: string; path: string }): Promise<ODataResponse> {
     this.acceptsJson(ctx);
     const options = parseQueryOptions(ctx.query);
     this.checkFormat(options);
     const query = this.bindCollectionQuery(ctx, entity, options);
+    if (related) query.relatedTo = { navigation: related.navigation, id: related.id };
     await this.require(ctx, this.readPrivileges(entity, query));
     this.checkSupported(provider, query);
 
     const requested = ctx.prefs.maxPageSize;
     const pageSize = Math.min(requested ?? this.maxPageSize, this.maxPageSize);
     const order = SqlQueryCompiler.orderOf(query);
-    const state = options.skiptoken !== undefined ? decodeSkipToken(options.skiptoken, order.length) : undefined;
+    const state = options.skiptoken !== undefined ? decodeSkipToken(options.skiptoken, order.map((t) => t.expression.type)) : undefined;
     const returned = state?.returned ?? 0;
     const remaining = query.top !== undefined ? Math.max(0, query.top - returned) : Number.MAX_SAFE_INTEGER;
     const limit = Math.min(pageSize, remaining);
@@ -445,7 +540,7 @@ export class ODataProcessor {
     body.value = result.rows.map((r) => serializer.serialize(r, query.select, lookupNames));
     if (more && result.next) {
       const token = encodeSkipToken({ position: result.next, returned: returned + result.rows.length });
-      body["@odata.nextLink"] = this.nextLink(ctx, entity, token);
+      body["@odata.nextLink"] = this.nextLink(ctx, related?.path ?? entity.entitySetName, token);
     }
     const applied: string[] = [];
     if (requested !== undefined) applied.push(`odata.maxpagesize=${pageSize}`);
@@ -454,12 +549,12 @@ export class ODataProcessor {
   }
 
   /** The same request with $skip replaced by the position: an absolute URL, as Dataverse returns. */
-  private nextLink(ctx: RequestContext, entity: EntityModel, token: string): string {
+  private nextLink(ctx: RequestContext, path: string, token: string): string {
     const kept = ctx.query
       .split("&")
       .filter((p) => p && !/^(\$|%24)?(skip|skiptoken)=/i.test(p));
     kept.push(`$skiptoken=${token}`);
-    return `${ctx.root}/${entity.entitySetName}?${kept.join("&")}`;
+    return `${ctx.root}/${path}?${kept.join("&")}`;
   }
 
   private selectContext(entity: EntityModel, select: string | undefined): string {
@@ -544,7 +639,7 @@ export class ODataProcessor {
     const body = ctx.request.body;
     if (body !== undefined && typeof body === "object" && !Buffer.isBuffer(body)) return body as Record<string, unknown>;
     const contentType = (header(ctx.request, "content-type") ?? "").toLowerCase();
-    if (!contentType.startsWith("application/json")) {
+    if (!/^application\/json\s*(;|$)/.test(contentType)) {
       throw new ODataError(415, ErrorCodes.unsupportedMediaType, `The request body must be application/json${contentType ? `, not ${contentType}` : " (Content-Type is missing)"}`);
     }
     const text = body === undefined ? "" : typeof body === "string" ? body : body.toString("utf8");
@@ -577,6 +672,7 @@ export class ODataProcessor {
         continue;
       }
       if (key.includes("@")) throw validationError(`The annotation '${key}' is not supported in a payload`);
+      if (typeof value === "string" && value.includes("\u0000")) throw validationError(`The value of '${key}' must not contain NUL characters`);
       values[key] = value;
     }
     const validate = payloadValidator(entity, mode);
@@ -645,8 +741,12 @@ export class ODataProcessor {
     return this.finishCreate(ctx, entity, provider, this.withDefaults(entity, values), 201);
   }
 
+  private async writeContext(ctx: RequestContext, entity: EntityModel): Promise<WriteContext> {
+    return this.security.writeContext ? this.security.writeContext(ctx.caller, entity) : { userId: ctx.caller.userId };
+  }
+
   private async finishCreate(ctx: RequestContext, entity: EntityModel, provider: DataProvider, values: Row, representationStatus: number): Promise<ODataResponse> {
-    const outcome = await provider.create(entity, values);
+    const outcome = await provider.create(entity, values, await this.writeContext(ctx, entity));
     if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, outcome.message);
     if (outcome.status !== "ok") throw new ODataError(500, ErrorCodes.internal, "The record could not be created");
     const row = outcome.row;
@@ -665,7 +765,9 @@ export class ODataProcessor {
     const serializer = new EntitySerializer(entity, ctx.prefs);
     const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, select, [row]) : undefined;
     const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select)}/$entity`, ...serializer.serialize(row, select, lookupNames) };
-    return this.json(status, body, { ...headers, "Preference-Applied": "return=representation" });
+    const applied = ["return=representation"];
+    if (ctx.prefs.includeAnnotations.length) applied.push(`odata.include-annotations="${ctx.prefs.includeAnnotations.join(",")}"`);
+    return this.json(status, body, { ...headers, "Preference-Applied": applied.join(",") });
   }
 
   private expectedVersion(ctx: RequestContext): { version?: number; mustExist: boolean } {
@@ -704,7 +806,7 @@ export class ODataProcessor {
     const { values, privileges } = await this.preparePayload(ctx, entity, body, "update");
     await this.require(ctx, privileges);
     const hooked = await this.options.operations.hooks.get(entity.logicalName)?.update?.(id, values);
-    const outcome = hooked ? { status: "ok" as const, row: hooked } : await provider.update(entity, id, values, version);
+    const outcome = hooked ? { status: "ok" as const, row: hooked } : await provider.update(entity, id, values, version, await this.writeContext(ctx, entity));
     if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
     if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed since it was read (If-Match ${header(ctx.request, "if-match")}); nothing was updated`);
     if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, outcome.message);

@@ -11,11 +11,13 @@ export interface QueryOptions {
   expand?: string;
   skiptoken?: string;
   format?: string;
+  /** `$id` of `DELETE …/$ref?$id=…` */
+  id?: string;
   aliases: Map<string, string>;
 }
 
-const SUPPORTED = new Set(["$filter", "$select", "$orderby", "$top", "$skip", "$count", "$expand", "$skiptoken", "$format"]);
-const UNSUPPORTED = new Set(["$apply", "$compute", "$search", "$levels", "$index", "$schemaversion", "$deltatoken", "$id"]);
+const SUPPORTED = new Set(["$filter", "$select", "$orderby", "$top", "$skip", "$count", "$expand", "$skiptoken", "$format", "$id"]);
+const UNSUPPORTED = new Set(["$apply", "$compute", "$search", "$levels", "$index", "$schemaversion", "$deltatoken"]);
 
 /** Percent-decodes a query component; `+` is a space, as HTML forms and URLSearchParams send it. */
 export function decodeComponent(raw: string, what: string): string {
@@ -35,7 +37,9 @@ function parseNonNegativeInteger(name: string, value: string): number {
  * Parses a raw (still encoded) query string. Unknown `$` options are a 400 and known but unsupported
  * ones a 501: an option is never dropped silently. Option names are matched case-insensitively (4.01).
  */
-export function parseQueryOptions(rawQuery: string, allowed: ReadonlySet<string> = SUPPORTED): QueryOptions {
+const COLLECTION_OPTIONS: ReadonlySet<string> = new Set([...SUPPORTED].filter((o) => o !== "$id"));
+
+export function parseQueryOptions(rawQuery: string, allowed: ReadonlySet<string> = COLLECTION_OPTIONS): QueryOptions {
   const options: QueryOptions = { aliases: new Map() };
   const seen = new Set<string>();
   if (!rawQuery) return options;
@@ -87,6 +91,9 @@ export function parseQueryOptions(rawQuery: string, allowed: ReadonlySet<string>
         break;
       case "$format":
         options.format = value;
+        break;
+      case "$id":
+        options.id = value;
         break;
     }
   }

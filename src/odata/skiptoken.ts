@@ -11,7 +11,32 @@ export function encodeSkipToken(state: PagingState): string {
   return Buffer.from(JSON.stringify({ p: state.position, n: state.returned }), "utf8").toString("base64url");
 }
 
-export function decodeSkipToken(token: string, expectedLength: number): PagingState {
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether a position value can stand for a value of the order term's type (tokens come from clients). */
+function fits(value: unknown, type: string): boolean {
+  if (value === null) return true;
+  switch (type) {
+    case "Edm.String":
+      return typeof value === "string" && !value.includes("\u0000");
+    case "Edm.Guid":
+      return typeof value === "string" && GUID.test(value);
+    case "Edm.Date":
+      return typeof value === "string" && /^\d{4}-\d{2}-\d{2}$/.test(value);
+    case "Edm.DateTimeOffset":
+      return typeof value === "string" && !Number.isNaN(Date.parse(value));
+    case "Edm.Boolean":
+      return typeof value === "boolean" || value === 0 || value === 1;
+    case "Edm.Int32":
+    case "Edm.Int64":
+      return typeof value === "number" && Number.isInteger(value);
+    default:
+      return typeof value === "number" && Number.isFinite(value);
+  }
+}
+
+export function decodeSkipToken(token: string, types: readonly string[]): PagingState {
+  const expectedLength = types.length;
   let parsed: { p?: unknown; n?: unknown };
   try {
     parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
@@ -20,7 +45,7 @@ export function decodeSkipToken(token: string, expectedLength: number): PagingSt
   }
   const ok =
     parsed && Array.isArray(parsed.p) && parsed.p.length === expectedLength && typeof parsed.n === "number" && Number.isInteger(parsed.n) && parsed.n >= 0 &&
-    parsed.p.every((v) => v === null || ["string", "number", "boolean"].includes(typeof v));
+    parsed.p.every((v, i) => fits(v, types[i]!));
   if (!ok) throw badRequest("The $skiptoken does not belong to this query: use the @odata.nextLink the service returned");
   return { position: parsed.p as PagePosition, returned: parsed.n as number };
 }

@@ -42,7 +42,8 @@ function syntaxError(option: string, pos: number, message: string) {
 export function isValidDate(text: string): boolean {
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
   if (!m) return false;
-  const d = new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!));
+  const d = new Date(0);
+  d.setUTCFullYear(+m[1]!, +m[2]! - 1, +m[3]!); // Date.UTC would read years 0-99 as 1900-1999
   return d.getUTCFullYear() === +m[1]! && d.getUTCMonth() === +m[2]! - 1 && d.getUTCDate() === +m[3]!;
 }
 
@@ -83,6 +84,7 @@ export function tokenize(input: string, option: string): Token[] {
         value += input[j];
         j++;
       }
+      if (value.includes("\u0000")) throw syntaxError(option, i, "string literals must not contain NUL characters");
       tokens.push({ t: "literal", type: "string", v: value, text: input.slice(i, j + 1), pos: i });
       i = j + 1;
       continue;
@@ -180,8 +182,14 @@ const BINARY_PRECEDENCE: Record<string, number> = {
   mod: 6,
 };
 
+/** Bounds that keep a hostile expression from exhausting the stack or the store's expression depth. */
+export const MAX_EXPRESSION_DEPTH = 64;
+export const MAX_EXPRESSION_OPERATORS = 400;
+
 export class ExpressionParser {
   private i = 0;
+  private depth = 0;
+  private operators = 0;
   private readonly tokens: Token[];
 
   constructor(
@@ -239,6 +247,15 @@ export class ExpressionParser {
   }
 
   parseExpression(minPrecedence = 0): SyntaxNode {
+    if (++this.depth > MAX_EXPRESSION_DEPTH) throw this.error(this.peek(), `the expression is nested more than ${MAX_EXPRESSION_DEPTH} levels deep`);
+    try {
+      return this.parseBinary(minPrecedence);
+    } finally {
+      this.depth--;
+    }
+  }
+
+  private parseBinary(minPrecedence: number): SyntaxNode {
     let left = this.parseUnary();
     for (;;) {
       const t = this.peek();
@@ -246,6 +263,7 @@ export class ExpressionParser {
       const prec = BINARY_PRECEDENCE[t.v];
       if (prec === undefined || prec <= minPrecedence) break;
       this.i++;
+      if (++this.operators > MAX_EXPRESSION_OPERATORS) throw this.error(t, `the expression has more than ${MAX_EXPRESSION_OPERATORS} operators; use 'in' for long lists of values`);
       if (t.v === "in") {
         left = { kind: "in", operand: left, list: this.parseInList(), pos: t.pos };
         continue;
@@ -280,12 +298,15 @@ export class ExpressionParser {
     const t = this.peek();
     if (t.t === "ident" && t.v === "not") {
       this.i++;
+      if (++this.operators > MAX_EXPRESSION_OPERATORS) throw this.error(t, `the expression has more than ${MAX_EXPRESSION_OPERATORS} operators`);
       // `not` binds tighter than the comparison operators, as the OData ABNF says.
       return { kind: "unary", op: "not", operand: this.parseExpression(6), pos: t.pos };
     }
     if (t.t === "punct" && t.v === "-") {
       this.i++;
+      if (++this.depth > MAX_EXPRESSION_DEPTH) throw this.error(t, `the expression is nested more than ${MAX_EXPRESSION_DEPTH} levels deep`);
       const operand = this.parseUnary();
+      this.depth--;
       if (operand.kind === "literal" && (operand.type === "int" || operand.type === "decimal" || operand.type === "double")) {
         return { ...operand, value: -(operand.value as number), text: "-" + operand.text, pos: t.pos };
       }

@@ -1,4 +1,4 @@
-import type { AttributeModel, EntityModel } from "../metadata/model.js";
+import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
 import type { BoundExpression, BoundQuery, FunctionName } from "../odata/bound.js";
 import { visitExpression } from "../odata/bound.js";
 
@@ -20,6 +20,11 @@ export interface RetrieveMultipleResult {
   rows: Row[];
   /** Set when more rows follow: where the next page starts. */
   next?: PagePosition;
+}
+
+/** Who a write is recorded as (createdby/modifiedby): the caller, or the user an application is mapped to. */
+export interface WriteContext {
+  userId?: string;
 }
 
 export type WriteOutcome<T> = { status: "ok"; row: T } | { status: "not-found" } | { status: "precondition-failed" } | { status: "conflict"; message: string };
@@ -54,12 +59,15 @@ export interface DataProvider {
   count(query: BoundQuery): Promise<number>;
   retrieve(entity: EntityModel, id: string, select: readonly AttributeModel[]): Promise<Row | undefined>;
   /** Creates a row from the given values (primary key included) and returns it as stored. */
-  create(entity: EntityModel, values: Row): Promise<WriteOutcome<Row>>;
+  create(entity: EntityModel, values: Row, context?: WriteContext): Promise<WriteOutcome<Row>>;
   /** Updates the given attributes; with `expectedVersion`, only if the row still has that version. */
-  update(entity: EntityModel, id: string, values: Row, expectedVersion?: number): Promise<WriteOutcome<Row>>;
+  update(entity: EntityModel, id: string, values: Row, expectedVersion?: number, context?: WriteContext): Promise<WriteOutcome<Row>>;
   delete(entity: EntityModel, id: string, expectedVersion?: number): Promise<WriteOutcome<null>>;
   /** Runs work against a provider bound to one transaction. */
   transaction<T>(work: (provider: DataProvider) => Promise<T>): Promise<T>;
+  /** Many-to-many links (`POST …/nav/$ref`); absent when the provider has none. */
+  associate?(navigation: NavigationModel, sourceId: string, targetId: string): Promise<"created" | "exists">;
+  disassociate?(navigation: NavigationModel, sourceId: string, targetId: string): Promise<boolean>;
 }
 
 /** The first construct of a query the provider cannot answer, described for a 501; undefined if none. */
@@ -74,6 +82,7 @@ export function unsupportedConstruct(caps: ProviderCapabilities, query: BoundQue
     });
     if (problem) return problem;
   }
+  if (query.relatedTo?.navigation.intersect && !caps.navigationFilter) return "many-to-many navigation";
   if (query.orderBy.length && !caps.orderBy) return "$orderby";
   if (query.skip && !caps.skip) return "$skip";
   if (query.count && !caps.count) return "$count";

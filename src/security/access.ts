@@ -1,4 +1,6 @@
-import type { Model } from "../metadata/model.js";
+import { ODataError } from "../odata/errors.js";
+import type { EntityModel, Model, NavigationModel } from "../metadata/model.js";
+import type { WriteContext } from "../providers/data-provider.js";
 
 /** Dataverse privilege rights on an entity. */
 export type Right = "Create" | "Read" | "Write" | "Delete" | "Append" | "AppendTo";
@@ -40,6 +42,10 @@ export interface SecurityPolicy {
   authenticate(request: RequestCredentials): Promise<Caller>;
   /** Throws a 403 ODataError naming the first missing privilege and the caller. */
   require(caller: Caller, privileges: readonly string[], model: Model): Promise<void>;
+  /** Who a write to the entity is recorded as; may refuse it (an application without a user mapping). */
+  writeContext?(caller: Caller, entity: EntityModel): Promise<WriteContext>;
+  /** Extra checks on a many-to-many link (assigning a role must not grant more than the caller holds). */
+  checkLink?(caller: Caller, navigation: NavigationModel, sourceId: string, targetId: string, associate: boolean): Promise<void>;
 }
 
 /** The identity used when security is switched off (embedded tests, trusted single-user tools). */
@@ -47,8 +53,15 @@ export const SYSTEM_CALLER: Caller = { userId: "00000000-0000-0000-0000-00000000
 
 /** Allows everything: only for embedding behind a gateway that already authorizes. Never the default of the server. */
 export class OpenSecurityPolicy implements SecurityPolicy {
-  async authenticate(): Promise<Caller> {
-    return SYSTEM_CALLER;
+  /** Impersonation headers are honoured (there is no one to refuse), after checking they are GUIDs. */
+  async authenticate(request: RequestCredentials): Promise<Caller> {
+    const raw = request.headers["mscrmcallerid"] ?? request.headers["callerobjectid"];
+    const target = Array.isArray(raw) ? raw[0] : raw;
+    if (target === undefined) return SYSTEM_CALLER;
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(target.trim())) {
+      throw new ODataError(400, "0x80060888", `MSCRMCallerID/CallerObjectId must be a GUID, not '${target}'`);
+    }
+    return { userId: target.trim().toLowerCase(), impersonatedBy: SYSTEM_CALLER.userId };
   }
   async require(): Promise<void> {}
 }

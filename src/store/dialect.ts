@@ -14,6 +14,8 @@ export interface Dialect {
   readonly falseLiteral: string;
   /** Converts a parameter value to what the driver binds. */
   toParam(value: unknown): unknown;
+  /** Integer arithmetic in 64 bits, as SQLite does, so Int32 sums do not overflow on PostgreSQL. */
+  widenInteger(x: string, integer: boolean): string;
   /** `a IS NOT DISTINCT FROM b` (null-safe equality) */
   nullSafeEquals(a: string, b: string): string;
   nullSafeNotEquals(a: string, b: string): string;
@@ -54,9 +56,11 @@ const GLOB_SPECIAL = /[*?[]/g;
 export const sqliteDialect: Dialect = {
   name: "sqlite",
   quote: quoteWith('"'),
-  placeholder: () => "?",
+  // Numbered, so a compiled fragment used twice (an order term in SELECT and ORDER BY) binds one value.
+  placeholder: (n) => `?${n}`,
   trueLiteral: "1",
   falseLiteral: "0",
+  widenInteger: (x) => x,
   toParam(value) {
     if (typeof value === "boolean") return value ? 1 : 0;
     if (value instanceof Date) return value.toISOString();
@@ -81,7 +85,7 @@ export const sqliteDialect: Dialect = {
   concat: (a, b) => `(${a} || ${b})`,
   datePart(part, value, edmType) {
     const fmt = { year: "%Y", month: "%m", day: "%d", hour: "%H", minute: "%M", second: "%S" }[part];
-    if (edmType === "Edm.Date" && (part === "hour" || part === "minute" || part === "second")) return "0";
+    if (edmType === "Edm.Date" && (part === "hour" || part === "minute" || part === "second")) return `(CASE WHEN ${value} IS NULL THEN NULL ELSE 0 END)`;
     return `CAST(strftime('${fmt}', ${value}) AS INTEGER)`;
   },
   dateOf: (value) => `substr(${value}, 1, 10)`,
@@ -89,7 +93,8 @@ export const sqliteDialect: Dialect = {
   round: (x) => `round(${x})`,
   floor: (x) => `floor(${x})`,
   ceiling: (x) => `ceil(${x})`,
-  divide: (a, b, integer) => (integer ? `(${a} / ${b})` : `(CAST(${a} AS REAL) / ${b})`),
+  // better-sqlite3 binds JavaScript numbers as REAL, so integer division is spelled out.
+  divide: (a, b, integer) => (integer ? `(CAST(${a} AS INTEGER) / CAST(${b} AS INTEGER))` : `(CAST(${a} AS REAL) / ${b})`),
   // mod() (not %) keeps fractions, like PostgreSQL's numeric mod; both give NULL for a zero divisor.
   modulo: (a, b) => `mod(${a}, ${b})`,
   typedParam: (p) => p,
@@ -118,6 +123,7 @@ export const postgresDialect: Dialect = {
     if (value instanceof Date) return value.toISOString();
     return value;
   },
+  widenInteger: (x, integer) => (integer ? `CAST(${x} AS BIGINT)` : x),
   nullSafeEquals: (a, b) => `(${a} IS NOT DISTINCT FROM ${b})`,
   nullSafeNotEquals: (a, b) => `(${a} IS DISTINCT FROM ${b})`,
   // Text columns use the "C" collation, so LIKE is case-sensitive and byte-ordered like SQLite, and a
@@ -131,12 +137,17 @@ export const postgresDialect: Dialect = {
   },
   positionOf: (h, n) => `(strpos(${h}, ${n}) - 1)`,
   length: (s) => `length(${s})`,
-  substring: (s, start, len) => (len === undefined ? `substr(${s}, (${start}) + 1)` : `substr(${s}, (${start}) + 1, ${len})`),
+  // substr takes int4: clamp 64-bit positions so a huge start is "past the end", not an error.
+  substring: (s, start, len) => {
+    const int = (x: string) => `CAST(CASE WHEN ${x} > 2147483646 THEN 2147483646 ELSE ${x} END AS INTEGER)`;
+    return len === undefined ? `substr(${s}, ${int(start)} + 1)` : `substr(${s}, ${int(start)} + 1, ${int(len)})`;
+  },
   lower: (s) => `lower(${s} COLLATE "C")`,
   upper: (s) => `upper(${s} COLLATE "C")`,
   trim: (s) => `trim(both ' ' from ${s})`,
   concat: (a, b) => `(${a} || ${b})`,
   datePart(part, value, edmType) {
+    if (edmType === "Edm.Date" && (part === "hour" || part === "minute" || part === "second")) return `(CASE WHEN ${value} IS NULL THEN NULL ELSE 0 END)`;
     const source = edmType === "Edm.Date" ? value : `(${value} AT TIME ZONE 'UTC')`;
     if (part === "second") return `CAST(floor(EXTRACT(SECOND FROM ${source})) AS INTEGER)`;
     return `CAST(EXTRACT(${part.toUpperCase()} FROM ${source}) AS INTEGER)`;

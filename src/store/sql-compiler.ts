@@ -58,6 +58,7 @@ export class SqlQueryCompiler {
     orderExprs.forEach((e, i) => columns.push(`${e} AS ${this.q(orderAlias(i))}`));
     const where: string[] = [];
     if (query.filter) where.push(this.predicate(query.filter));
+    if (query.relatedTo) where.push(this.related(query.relatedTo));
     if (plan.after) where.push(this.keyset(order, orderExprs, plan.after));
     let sql = `SELECT ${columns.join(", ")} FROM ${this.q(this.entity.table)} t0${this.joinSql()}`;
     if (where.length) sql += ` WHERE ${where.join(" AND ")}`;
@@ -68,7 +69,8 @@ export class SqlQueryCompiler {
   }
 
   compileCount(query: BoundQuery): CompiledSql {
-    const where = query.filter ? ` WHERE ${this.predicate(query.filter)}` : "";
+    const conditions = [...(query.filter ? [this.predicate(query.filter)] : []), ...(query.relatedTo ? [this.related(query.relatedTo)] : [])];
+    const where = conditions.length ? ` WHERE ${conditions.join(" AND ")}` : "";
     // Joins are collected while compiling the filter, so build the FROM clause afterwards.
     const sql = `SELECT COUNT(*) AS ${this.q("count")} FROM ${this.q(this.entity.table)} t0${this.joinSql()}${where}`;
     return { sql, params: this.b.params };
@@ -78,6 +80,17 @@ export class SqlQueryCompiler {
   compileWhere(filter: BoundExpression): { joins: string; where: string; params: unknown[] } {
     const where = this.predicate(filter);
     return { joins: this.joinSql(), where, params: this.b.params };
+  }
+
+  /** Rows on the far side of a collection-valued navigation from one row. */
+  private related(r: NonNullable<BoundQuery["relatedTo"]>): string {
+    const nav = r.navigation;
+    const id = this.dialect.typedParam(this.b.param(r.id), "Edm.Guid");
+    if (nav.intersect) {
+      const i = nav.intersect;
+      return `t0.${this.q(this.entity.primaryId.column)} IN (SELECT ${this.q(i.targetColumn)} FROM ${this.q(i.table)} WHERE ${this.q(i.sourceColumn)} = ${id})`;
+    }
+    return `t0.${this.q(nav.lookup!.column)} = ${id}`;
   }
 
   private joinSql(): string {
@@ -106,9 +119,8 @@ export class SqlQueryCompiler {
 
   /** A Boolean expression in predicate position (a bare Boolean property becomes `= true`). */
   predicate(e: BoundExpression): string {
-    if (e.kind === "property" || (e.kind === "constant" && e.type === "Edm.Boolean")) {
-      return `(${this.expr(e)} = ${e.kind === "constant" ? this.expr(e) : this.dialect.trueLiteral})`;
-    }
+    if (e.kind === "constant" && e.type === "Edm.Boolean") return e.value ? "(1 = 1)" : "(1 = 0)";
+    if (e.kind === "property") return `(${this.expr(e)} = ${this.dialect.trueLiteral})`;
     if (e.kind === "constant" && e.type === "null") return `(1 = 0)`;
     return this.expr(e);
   }
@@ -139,8 +151,9 @@ export class SqlQueryCompiler {
       case "negate":
         return `(-${this.expr(e.operand)})`;
       case "arithmetic": {
-        const l = this.expr(e.left);
-        const r = this.expr(e.right);
+        const integers = INTEGER_TYPES.has(e.left.type) && INTEGER_TYPES.has(e.right.type);
+        const l = d.widenInteger(this.expr(e.left), integers);
+        const r = d.widenInteger(this.expr(e.right), integers);
         switch (e.op) {
           case "add":
             return `(${l} + ${r})`;
@@ -149,7 +162,7 @@ export class SqlQueryCompiler {
           case "mul":
             return `(${l} * ${r})`;
           case "div":
-            return d.divide(l, r, INTEGER_TYPES.has(e.left.type) && INTEGER_TYPES.has(e.right.type));
+            return d.divide(l, r, integers);
           case "mod":
             return d.modulo(l, r);
         }
@@ -195,13 +208,14 @@ export class SqlQueryCompiler {
     const { left, right, op } = e;
     if (isNull(left) && isNull(right)) return op === "eq" || op === "ge" || op === "le" ? "(1 = 1)" : "(1 = 0)";
     if (isNull(left) || isNull(right)) {
+      if (op !== "eq" && op !== "ne") return "(1 = 0)";
       const other = this.expr(isNull(left) ? right : left);
-      if (op === "eq") return `(${other} IS NULL)`;
-      if (op === "ne") return `(${other} IS NOT NULL)`;
-      return "(1 = 0)";
+      return op === "eq" ? `(${other} IS NULL)` : `(${other} IS NOT NULL)`;
     }
-    const l = this.expr(left);
-    const r = this.expr(right);
+    // A computed Boolean (a comparison, a function) is made two-valued before it is compared.
+    const side = (x: BoundExpression) => (x.type === "Edm.Boolean" && x.kind !== "property" && x.kind !== "constant" ? d.coalesceBoolean(this.predicate(x)) : this.expr(x));
+    const l = side(left);
+    const r = side(right);
     const bothComputed = left.kind !== "constant" && right.kind !== "constant";
     switch (op) {
       case "eq":
@@ -226,11 +240,9 @@ export class SqlQueryCompiler {
       case "contains":
       case "startswith":
       case "endswith": {
+        if (a1!.kind === "constant" && a1!.value === null) return "(1 = 0)";
         const subject = this.expr(a0!);
-        if (a1!.kind === "constant") {
-          if (a1!.value === null) return "(1 = 0)";
-          return `(${d.matchPattern(subject, this.b.param(d.patternFor(e.name, a1!.value as string)))})`;
-        }
+        if (a1!.kind === "constant") return `(${d.matchPattern(subject, this.b.param(d.patternFor(e.name, a1!.value as string)))})`;
         const needle = this.expr(a1!);
         if (e.name === "contains") return `(${d.positionOf(subject, needle)} >= 0)`;
         if (e.name === "startswith") return `(${d.substring(subject, "0", d.length(needle))} = ${needle})`;

@@ -1,5 +1,6 @@
-import type { AttributeModel, EntityModel } from "../metadata/model.js";
-import type { DataProvider, ProviderCapabilities, RetrieveMultipleRequest, RetrieveMultipleResult, Row, WriteOutcome } from "../providers/data-provider.js";
+import { randomUUID } from "node:crypto";
+import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
+import type { DataProvider, ProviderCapabilities, RetrieveMultipleRequest, RetrieveMultipleResult, Row, WriteContext, WriteOutcome } from "../providers/data-provider.js";
 import type { SqlExecutor } from "./executor.js";
 import { SqlQueryCompiler, fromStore, orderAlias } from "./sql-compiler.js";
 
@@ -90,10 +91,11 @@ export class SqlDataProvider implements DataProvider {
     return this.executor.dialect.toParam(value);
   }
 
-  async create(entity: EntityModel, values: Row): Promise<WriteOutcome<Row>> {
+  async create(entity: EntityModel, values: Row, context?: WriteContext): Promise<WriteOutcome<Row>> {
     return this.executor.transaction(async (tx) => {
       const now = new Date().toISOString();
-      const row: Row = { ...values, createdon: now, modifiedon: now, versionnumber: 1 };
+      const by = context?.userId ?? null;
+      const row: Row = { ...values, createdon: now, modifiedon: now, versionnumber: 1, ...(entity.attributes.has("createdby") ? { createdby: by, modifiedby: by } : {}) };
       for (const a of entity.attributes.values()) {
         if (a.def.AutoNumberFormat && (row[a.logicalName] === undefined || row[a.logicalName] === null)) {
           row[a.logicalName] = await this.nextAutoNumber(tx, entity, a);
@@ -102,7 +104,7 @@ export class SqlDataProvider implements DataProvider {
       const attrs = [...entity.attributes.values()].filter((a) => row[a.logicalName] !== undefined);
       const cols = attrs.map((a) => this.q(a.column)).join(", ");
       const params = attrs.map((a) => this.toParam(a, row[a.logicalName]));
-      const placeholders = attrs.map((a, i) => this.param(i + 1, a.edmType)).join(", ");
+      const placeholders = attrs.map((a, i) => this.param(i + 1, storedType(a))).join(", ");
       try {
         await tx.execute(`INSERT INTO ${this.q(entity.table)} (${cols}) VALUES (${placeholders})`, params);
       } catch (e) {
@@ -118,21 +120,19 @@ export class SqlDataProvider implements DataProvider {
     const name = `${entity.logicalName}.${attr.logicalName}`;
     const d = tx.dialect;
     const p = (n: number) => d.placeholder(n);
+    // Create the counter if needed without racing a concurrent first create, then advance it under the row lock.
+    await tx.execute(`INSERT INTO ${this.q(SEQUENCE_TABLE)} (${this.q("name")}, ${this.q("value")}) VALUES (${p(1)}, 0) ON CONFLICT (${this.q("name")}) DO NOTHING`, [name]);
     const updated = await tx.query<{ value: number }>(`UPDATE ${this.q(SEQUENCE_TABLE)} SET ${this.q("value")} = ${this.q("value")} + 1 WHERE ${this.q("name")} = ${p(1)} RETURNING ${this.q("value")}`, [name]);
-    let value = updated[0]?.value;
-    if (value === undefined) {
-      value = 1;
-      await tx.execute(`INSERT INTO ${this.q(SEQUENCE_TABLE)} (${this.q("name")}, ${this.q("value")}) VALUES (${p(1)}, ${p(2)})`, [name, value]);
-    }
-    return formatAutoNumber(attr.def.AutoNumberFormat!, Number(value));
+    return formatAutoNumber(attr.def.AutoNumberFormat!, Number(updated[0]!.value));
   }
 
-  async update(entity: EntityModel, id: string, values: Row, expectedVersion?: number): Promise<WriteOutcome<Row>> {
+  async update(entity: EntityModel, id: string, values: Row, expectedVersion?: number, context?: WriteContext): Promise<WriteOutcome<Row>> {
     return this.executor.transaction(async (tx) => {
+      if (entity.attributes.has("modifiedby")) values = { ...values, modifiedby: context?.userId ?? null };
       const version = this.q(versionColumn(entity));
       const attrs = [...entity.attributes.values()].filter((a) => values[a.logicalName] !== undefined && !a.isPrimaryId && a.logicalName !== "versionnumber" && a.logicalName !== "modifiedon");
       const params: unknown[] = attrs.map((a) => this.toParam(a, values[a.logicalName]));
-      const sets = attrs.map((a, i) => `${this.q(a.column)} = ${this.param(i + 1, a.edmType)}`);
+      const sets = attrs.map((a, i) => `${this.q(a.column)} = ${this.param(i + 1, storedType(a))}`);
       params.push(new Date().toISOString());
       sets.push(`${this.q(entity.attributes.get("modifiedon")?.column ?? "modifiedon")} = ${this.param(params.length, "Edm.DateTimeOffset")}`);
       sets.push(`${version} = ${version} + 1`);
@@ -176,10 +176,36 @@ export class SqlDataProvider implements DataProvider {
     });
   }
 
+  async associate(nav: NavigationModel, sourceId: string, targetId: string): Promise<"created" | "exists"> {
+    const i = nav.intersect!;
+    const d = this.executor.dialect;
+    const p = (n: number) => d.typedParam(d.placeholder(n), "Edm.Guid");
+    try {
+      await this.executor.execute(`INSERT INTO ${this.q(i.table)} (${this.q(`${i.table}id`)}, ${this.q(i.sourceColumn)}, ${this.q(i.targetColumn)}) VALUES (${p(1)}, ${p(2)}, ${p(3)})`, [randomUUID(), sourceId, targetId]);
+      return "created";
+    } catch (e) {
+      if (isUniqueViolation(e)) return "exists";
+      throw e;
+    }
+  }
+
+  async disassociate(nav: NavigationModel, sourceId: string, targetId: string): Promise<boolean> {
+    const i = nav.intersect!;
+    const d = this.executor.dialect;
+    const p = (n: number) => d.typedParam(d.placeholder(n), "Edm.Guid");
+    const r = await this.executor.execute(`DELETE FROM ${this.q(i.table)} WHERE ${this.q(i.sourceColumn)} = ${p(1)} AND ${this.q(i.targetColumn)} = ${p(2)}`, [sourceId, targetId]);
+    return r.changes > 0;
+  }
+
   transaction<T>(work: (provider: DataProvider) => Promise<T>): Promise<T> {
     if (this.executor.inTransaction) return work(this);
     return this.executor.transaction((tx) => work(new SqlDataProvider(tx)));
   }
+}
+
+/** The type of the stored value: option values kept as source names are strings. */
+function storedType(a: AttributeModel): string {
+  return a.externalValues ? "Edm.String" : a.edmType;
 }
 
 function versionColumn(entity: EntityModel): string {

@@ -4,6 +4,13 @@ import { AsyncLock, type RunResult, type SqlExecutor } from "./executor.js";
 
 const STATEMENT_CACHE_SIZE = 500;
 
+/** Statements use numbered placeholders (?1, ?2…), which better-sqlite3 binds from an object keyed by number. */
+function numbered(params: readonly unknown[]): Record<number, unknown> {
+  const out: Record<number, unknown> = {};
+  for (let i = 0; i < params.length; i++) out[i + 1] = params[i];
+  return out;
+}
+
 /** better-sqlite3 is synchronous; statements are prepared once and cached by their SQL text. */
 export class SqliteExecutor implements SqlExecutor {
   readonly dialect = sqliteDialect;
@@ -31,11 +38,12 @@ export class SqliteExecutor implements SqlExecutor {
 
   queryNow<T>(sql: string, params: readonly unknown[] = []): T[] {
     const s = this.prepare(sql);
-    return (s.reader ? s.all(...params) : (s.run(...params), [])) as T[];
+    const bound = numbered(params);
+    return (s.reader ? s.all(bound) : (s.run(bound), [])) as T[];
   }
 
   executeNow(sql: string, params: readonly unknown[] = []): RunResult {
-    const r = this.prepare(sql).run(...params);
+    const r = this.prepare(sql).run(numbered(params));
     return { changes: r.changes };
   }
 

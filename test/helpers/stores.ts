@@ -29,7 +29,8 @@ export function databaseFor(kind: StoreKind): { database: string; drop(): Promis
 /** Opens a service on a fresh store of the given kind; `close` also drops the PostgreSQL schema. */
 export async function openTestService(kind: StoreKind, options: ServiceOptions = {}): Promise<VirtualEntityService & { dispose(): Promise<void> }> {
   const db = databaseFor(kind);
-  const service = await createService({ ...options, database: db.database });
+  // Security is tested on its own; the other suites run with it off unless they pass a policy.
+  const service = await createService({ security: "none", ...options, database: db.database });
   return Object.assign(service, {
     dispose: async () => {
       await service.close();

@@ -1,0 +1,482 @@
+import { randomBytes, randomUUID, scrypt as scryptCallback, timingSafeEqual } from "node:crypto";
+import { promisify } from "node:util";
+import { createRemoteJWKSet, importJWK, jwtVerify, SignJWT, decodeJwt, type JWK, type JWTPayload, type JWTVerifyGetKey } from "jose";
+import type { EntityModel, Model, NavigationModel } from "../metadata/model.js";
+import type { MetadataService } from "../metadata/metadata-service.js";
+import { ErrorCodes, ODataError, badRequest, forbidden, notFound } from "../odata/errors.js";
+import type { OperationDefinition } from "../odata/operations.js";
+import type { WriteContext } from "../providers/data-provider.js";
+import type { Store } from "../store/store.js";
+import { METADATA_PRIVILEGES, privilegeName, RIGHTS, type Caller, type RequestCredentials, type SecurityPolicy } from "./access.js";
+import {
+  AAD_APPLICATION,
+  BUSINESS_UNIT_ID,
+  DEPTHS,
+  OAUTH_CLIENT_TABLE,
+  ORGANIZATION_ID,
+  PRIVILEGE,
+  ROLE,
+  ROLE_PRIVILEGE_TABLE,
+  SECURITY_ENTITIES,
+  SECURITY_RELATIONSHIPS,
+  SIGNING_KEY_TABLE,
+  stableId,
+  SYSTEM_ADMINISTRATOR_ROLE,
+  SYSTEM_ADMINISTRATOR_ROLE_ID,
+  SYSTEMUSER,
+  USER_ROLES,
+  type Depth,
+} from "./security-model.js";
+
+const scrypt = promisify(scryptCallback) as (password: string, salt: Buffer, keylen: number) => Promise<Buffer>;
+
+export const IMPERSONATE_PRIVILEGE = "prvActOnBehalfOfAnotherUser";
+export const INTERNAL_ISSUER = "urn:virtual-entity-provider";
+export const INTERNAL_AUDIENCE = "urn:virtual-entity-provider:api";
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface TokenAuthOptions {
+  /** Lifetime of tokens from the built-in endpoint, in seconds (900). */
+  tokenLifetimeSeconds?: number;
+  /** Trusted outside issuers (Microsoft Entra ID…): tokens with this `iss` are verified with these keys. */
+  external?: { issuer: string; audience: string | string[]; jwksUrl?: string; keys?: JWK[] }[];
+  /** Failed token requests per client allowed in `throttleWindowSeconds` before 429 (5 in 60 s). */
+  maxFailures?: number;
+  throttleWindowSeconds?: number;
+}
+
+/** The privileges every entity has, Dataverse-style. */
+export function entityPrivileges(logicalName: string): string[] {
+  return RIGHTS.map((r) => privilegeName(r, logicalName));
+}
+
+const ALL_METADATA_PRIVILEGES = [...Object.values(METADATA_PRIVILEGES), IMPERSONATE_PRIVILEGE];
+
+export function applicationIdOf(clientId: string): string {
+  return GUID.test(clientId) ? clientId.toLowerCase() : stableId("client", clientId);
+}
+
+function unauthorized(message: string, error = "invalid_token"): ODataError {
+  return new ODataError(401, ErrorCodes.unauthorized, message, { "WWW-Authenticate": `Bearer realm="virtual-entity-provider", error="${error}"` });
+}
+
+/**
+ * Users, roles and privileges (Dataverse's model), bearer-token authentication and the built-in OAuth 2.0
+ * client-credentials endpoint. Every request is authenticated and every privilege checked here, from the
+ * store, so a change of roles takes effect on the next request.
+ */
+export class SecurityService implements SecurityPolicy {
+  private pendingSync: Promise<void> = Promise.resolve();
+  private signingKey?: { kid: string; key: Uint8Array };
+  private readonly external: { issuer: string; audience: string | string[]; keys: JWTVerifyGetKey }[] = [];
+  private readonly failures = new Map<string, number[]>();
+  readonly tokenLifetime: number;
+
+  private constructor(
+    readonly store: Store,
+    readonly metadata: MetadataService,
+    readonly options: TokenAuthOptions,
+  ) {
+    this.tokenLifetime = options.tokenLifetimeSeconds ?? 900;
+  }
+
+  static async open(store: Store, metadata: MetadataService, options: TokenAuthOptions = {}): Promise<SecurityService> {
+    const service = new SecurityService(store, metadata, options);
+    await store.syncTables([ROLE_PRIVILEGE_TABLE, OAUTH_CLIENT_TABLE, SIGNING_KEY_TABLE]);
+    const missing = SECURITY_ENTITIES.filter((e) => !metadata.model.entities.has(e.LogicalName));
+    const missingRelationships = SECURITY_RELATIONSHIPS.filter((r) => !metadata.model.relationships.has(r.SchemaName));
+    if (missing.length || missingRelationships.length) await metadata.apply({ entities: missing, relationships: [...missingRelationships] });
+    await service.ensureBuiltIns();
+    await service.syncPrivileges(metadata.model);
+    metadata.onChange((model) => {
+      service.pendingSync = service.pendingSync.then(() => service.syncPrivileges(model)).catch((e) => console.error("[virtual-entity-provider] privilege sync failed:", e));
+    });
+    for (const ext of options.external ?? []) {
+      let keys: JWTVerifyGetKey;
+      if (ext.jwksUrl) keys = createRemoteJWKSet(new URL(ext.jwksUrl));
+      else if (ext.keys?.length) {
+        const imported = await Promise.all(ext.keys.map(async (k) => ({ kid: k.kid, key: await importJWK(k, k.alg ?? "RS256") })));
+        keys = async (header) => {
+          const found = imported.find((k) => !header.kid || k.kid === header.kid);
+          if (!found) throw new Error("no matching key");
+          return found.key as Awaited<ReturnType<JWTVerifyGetKey>>;
+        };
+      } else throw new Error(`External issuer ${ext.issuer} needs jwksUrl or keys`);
+      service.external.push({ issuer: ext.issuer, audience: ext.audience, keys });
+    }
+    return service;
+  }
+
+  private q(s: string) {
+    return this.store.dialect.quote(s);
+  }
+  private p(n: number, type?: string) {
+    const d = this.store.dialect;
+    return type ? d.typedParam(d.placeholder(n), type) : d.placeholder(n);
+  }
+  private get model(): Model {
+    return this.metadata.model;
+  }
+
+  // ------------------------------------------------------------------ built-ins and privileges
+
+  private async ensureBuiltIns(): Promise<void> {
+    const role = this.model.entity(ROLE)!;
+    const exists = await this.store.executor.query(`SELECT 1 FROM ${this.q(role.table)} WHERE ${this.q(role.primaryId.column)} = ${this.p(1, "Edm.Guid")}`, [SYSTEM_ADMINISTRATOR_ROLE_ID]);
+    if (!exists.length) await this.insert(role, { roleid: SYSTEM_ADMINISTRATOR_ROLE_ID, name: SYSTEM_ADMINISTRATOR_ROLE, description: "Holds every privilege." });
+    const key = await this.store.executor.query<{ keyid: string; secret: string }>(`SELECT ${this.q("keyid")}, ${this.q("secret")} FROM ${this.q(SIGNING_KEY_TABLE.name)}`);
+    if (key.length) this.signingKey = { kid: key[0]!.keyid, key: Buffer.from(key[0]!.secret, "base64url") };
+    else {
+      const secret = randomBytes(32);
+      const kid = randomUUID();
+      await this.store.executor.execute(`INSERT INTO ${this.q(SIGNING_KEY_TABLE.name)} (${this.q("keyid")}, ${this.q("secret")}, ${this.q("createdon")}) VALUES (${this.p(1)}, ${this.p(2)}, ${this.p(3)})`, [kid, secret.toString("base64url"), new Date().toISOString()]);
+      this.signingKey = { kid, key: secret };
+    }
+  }
+
+  private async insert(entity: EntityModel, values: Record<string, unknown>): Promise<void> {
+    const now = new Date().toISOString();
+    const row = { ...values, createdon: now, modifiedon: now, versionnumber: 1 };
+    const attrs = [...entity.attributes.values()].filter((a) => (row as Record<string, unknown>)[a.logicalName] !== undefined);
+    const d = this.store.dialect;
+    await this.store.executor.execute(
+      `INSERT INTO ${this.q(entity.table)} (${attrs.map((a) => this.q(a.column)).join(", ")}) VALUES (${attrs.map((a, i) => this.p(i + 1, a.edmType)).join(", ")})`,
+      attrs.map((a) => d.toParam((row as Record<string, unknown>)[a.logicalName])),
+    );
+  }
+
+  /** Every entity gets its six privileges (virtual ones when generated), plus the metadata privileges. */
+  private async syncPrivileges(model: Model): Promise<void> {
+    const privilege = model.entity(PRIVILEGE);
+    if (!privilege) return;
+    const existing = new Set((await this.store.executor.query<{ name: string }>(`SELECT ${this.q("name")} FROM ${this.q(privilege.table)}`)).map((r) => r.name));
+    const wanted: { name: string; right: string; entity: string | null; global: boolean }[] = [];
+    for (const name of ALL_METADATA_PRIVILEGES) wanted.push({ name, right: "Read", entity: null, global: true });
+    for (const e of model.entities.values()) {
+      for (const right of RIGHTS) wanted.push({ name: privilegeName(right, e.logicalName), right, entity: e.logicalName, global: true });
+    }
+    for (const w of wanted) {
+      if (existing.has(w.name)) continue;
+      const basic = w.entity ? model.entity(w.entity)?.def.OwnershipType === "UserOwned" : false;
+      await this.insert(privilege, { privilegeid: stableId("privilege", w.name), name: w.name, accessright: w.right, entitylogicalname: w.entity, canbeglobal: true, canbebasic: basic }).catch((e) => {
+        if (!/unique|duplicate/i.test(String(e))) throw e;
+      });
+    }
+  }
+
+  /** Waits for privileges of the latest model changes to exist. */
+  ready(): Promise<void> {
+    return this.pendingSync;
+  }
+
+  // ------------------------------------------------------------------ authorization
+
+  async rolesOf(userId: string): Promise<string[]> {
+    const rows = await this.store.executor.query<{ roleid: string }>(`SELECT ${this.q("roleid")} FROM ${this.q("systemuserroles")} WHERE ${this.q("systemuserid")} = ${this.p(1, "Edm.Guid")}`, [userId]);
+    return rows.map((r) => String(r.roleid).toLowerCase());
+  }
+
+  /** The caller's privileges among `names` (all of them for a System Administrator). */
+  async heldPrivileges(userId: string, names: readonly string[]): Promise<Set<string>> {
+    const roles = await this.rolesOf(userId);
+    if (roles.includes(SYSTEM_ADMINISTRATOR_ROLE_ID)) return new Set(names);
+    if (!roles.length || !names.length) return new Set();
+    const privilege = this.model.entity(PRIVILEGE)!;
+    const params: unknown[] = [...roles, ...names];
+    const rolePlaceholders = roles.map((_r, i) => this.p(i + 1, "Edm.Guid")).join(", ");
+    const namePlaceholders = names.map((_n, i) => this.p(roles.length + i + 1)).join(", ");
+    const rows = await this.store.executor.query<{ name: string }>(
+      `SELECT DISTINCT p.${this.q("name")} AS ${this.q("name")} FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} rp JOIN ${this.q(privilege.table)} p ON p.${this.q("privilegeid")} = rp.${this.q("privilegeid")} WHERE rp.${this.q("roleid")} IN (${rolePlaceholders}) AND p.${this.q("name")} IN (${namePlaceholders})`,
+      params,
+    );
+    return new Set(rows.map((r) => r.name));
+  }
+
+  async require(caller: Caller, privileges: readonly string[]): Promise<void> {
+    if (!privileges.length) return;
+    await this.pendingSync;
+    const held = await this.heldPrivileges(caller.userId, privileges);
+    const missing = privileges.find((p) => !held.has(p));
+    if (missing) {
+      const roles = await this.rolesOf(caller.userId);
+      throw forbidden(`Principal user (Id=${caller.userId}, type=8, roleCount=${roles.length}) is missing ${missing} privilege (Id=${stableId("privilege", missing)})`);
+    }
+  }
+
+  /**
+   * Writes through a virtual entity by an application are recorded as the user its client id is mapped to
+   * (the Human Resources "Azure Active Directory applications" page); without a mapping they are refused.
+   */
+  async writeContext(caller: Caller, entity: EntityModel): Promise<WriteContext> {
+    if (!caller.applicationId || !entity.isVirtual) return { userId: caller.userId };
+    const app = this.model.entity(AAD_APPLICATION)!;
+    const rows = await this.store.executor.query<{ userid: string | null }>(
+      `SELECT ${this.q(app.attributes.get("mshr_userid")!.column)} AS ${this.q("userid")} FROM ${this.q(app.table)} WHERE ${this.q(app.attributes.get("mshr_clientid")!.column)} = ${this.p(1, "Edm.Guid")}`,
+      [caller.applicationId],
+    );
+    const userId = rows[0]?.userid;
+    if (!userId) {
+      throw forbidden(`The application ${caller.applicationId} is not mapped to a user who writes data (add it to ${app.entitySetName}, the Microsoft Entra ID applications page); nothing was written to ${entity.logicalName}`);
+    }
+    return { userId: String(userId).toLowerCase() };
+  }
+
+  /** A caller may only assign a role whose privileges it holds itself (no escalation through roles). */
+  async checkLink(caller: Caller, navigation: NavigationModel, sourceId: string, targetId: string, associate: boolean): Promise<void> {
+    if (navigation.relationship.SchemaName !== USER_ROLES || !associate) return;
+    const roleId = navigation.source.logicalName === ROLE ? sourceId : targetId;
+    const callerRoles = await this.rolesOf(caller.userId);
+    if (callerRoles.includes(SYSTEM_ADMINISTRATOR_ROLE_ID)) return;
+    if (roleId === SYSTEM_ADMINISTRATOR_ROLE_ID) throw forbidden(`Only a System Administrator can assign the ${SYSTEM_ADMINISTRATOR_ROLE} role`);
+    const privilege = this.model.entity(PRIVILEGE)!;
+    const names = (
+      await this.store.executor.query<{ name: string }>(
+        `SELECT p.${this.q("name")} AS ${this.q("name")} FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} rp JOIN ${this.q(privilege.table)} p ON p.${this.q("privilegeid")} = rp.${this.q("privilegeid")} WHERE rp.${this.q("roleid")} = ${this.p(1, "Edm.Guid")}`,
+        [roleId],
+      )
+    ).map((r) => r.name);
+    const held = await this.heldPrivileges(caller.userId, names);
+    const missing = names.find((n) => !held.has(n));
+    if (missing) throw forbidden(`Principal user (Id=${caller.userId}) cannot assign a role with ${missing}, which it does not hold`);
+  }
+
+  // ------------------------------------------------------------------ authentication
+
+  private async findUser(column: "applicationid" | "azureactivedirectoryobjectid" | "systemuserid", value: string): Promise<{ systemuserid: string; fullname: string; isdisabled: unknown; applicationid: string | null } | undefined> {
+    const user = this.model.entity(SYSTEMUSER)!;
+    const col = (n: string) => this.q(user.attributes.get(n)!.column);
+    const rows = await this.store.executor.query<{ systemuserid: string; fullname: string; isdisabled: unknown; applicationid: string | null }>(
+      `SELECT ${col("systemuserid")} AS ${this.q("systemuserid")}, ${col("fullname")} AS ${this.q("fullname")}, ${col("isdisabled")} AS ${this.q("isdisabled")}, ${col("applicationid")} AS ${this.q("applicationid")} FROM ${this.q(user.table)} WHERE ${col(column)} = ${this.p(1, "Edm.Guid")}`,
+      [value.toLowerCase()],
+    );
+    return rows[0];
+  }
+
+  async authenticate(request: RequestCredentials): Promise<Caller> {
+    const header = request.headers["authorization"];
+    const value = Array.isArray(header) ? header[0] : header;
+    if (!value) throw unauthorized("A bearer token is required: send 'Authorization: Bearer <token>' (get one from POST /oauth2/token)", "invalid_request");
+    const m = /^Bearer\s+([A-Za-z0-9_\-.]+)$/i.exec(value.trim());
+    if (!m) throw unauthorized("The Authorization header must be 'Bearer <token>'", "invalid_request");
+    const claims = await this.verify(m[1]!);
+    const appId = (claims.appid ?? claims.azp) as string | undefined;
+    let user;
+    if (appId) {
+      user = await this.findUser("applicationid", applicationIdOf(appId));
+      if (!user) throw forbidden(`The application with client id ${appId} is not an application user of this environment`);
+    } else if (typeof claims.oid === "string" && GUID.test(claims.oid)) {
+      user = await this.findUser("azureactivedirectoryobjectid", claims.oid);
+      if (!user) throw forbidden(`The user with object id ${claims.oid} is not a user of this environment`);
+    } else throw unauthorized("The token names neither an application (appid/azp) nor a user (oid)");
+    if (user.isdisabled === true || user.isdisabled === 1) throw forbidden(`The user ${user.systemuserid} (${user.fullname}) is disabled`);
+    const caller: Caller = { userId: String(user.systemuserid).toLowerCase(), fullName: user.fullname, applicationId: user.applicationid ? String(user.applicationid).toLowerCase() : undefined };
+    return this.impersonate(caller, request);
+  }
+
+  /** MSCRMCallerID / CallerObjectId: honoured for callers holding prvActOnBehalfOfAnotherUser, refused otherwise. */
+  private async impersonate(caller: Caller, request: RequestCredentials): Promise<Caller> {
+    const get = (name: string) => {
+      const v = request.headers[name];
+      return Array.isArray(v) ? v[0] : v;
+    };
+    const byId = get("mscrmcallerid");
+    const byObject = get("callerobjectid");
+    if (!byId && !byObject) return caller;
+    if (byId && byObject) throw badRequest("Send either MSCRMCallerID or CallerObjectId, not both");
+    const target = (byId ?? byObject)!.trim();
+    if (!GUID.test(target)) throw badRequest(`${byId ? "MSCRMCallerID" : "CallerObjectId"} must be a GUID, not '${target}'`);
+    const held = await this.heldPrivileges(caller.userId, [IMPERSONATE_PRIVILEGE]);
+    if (!held.has(IMPERSONATE_PRIVILEGE)) {
+      throw forbidden(`Principal user (Id=${caller.userId}) is missing ${IMPERSONATE_PRIVILEGE} privilege and cannot act on behalf of another user`);
+    }
+    const user = await this.findUser(byId ? "systemuserid" : "azureactivedirectoryobjectid", target);
+    if (!user) throw forbidden(`The user to act on behalf of (${target}) does not exist`);
+    if (user.isdisabled === true || user.isdisabled === 1) throw forbidden(`The user to act on behalf of (${target}) is disabled`);
+    return { userId: String(user.systemuserid).toLowerCase(), fullName: user.fullname, applicationId: user.applicationid ? String(user.applicationid).toLowerCase() : undefined, impersonatedBy: caller.userId };
+  }
+
+  private async verify(token: string): Promise<JWTPayload> {
+    let issuer: string | undefined;
+    try {
+      issuer = decodeJwt(token).iss;
+    } catch {
+      throw unauthorized("The bearer token is malformed");
+    }
+    try {
+      if (issuer === INTERNAL_ISSUER) {
+        const { payload } = await jwtVerify(token, this.signingKey!.key, { issuer: INTERNAL_ISSUER, audience: INTERNAL_AUDIENCE, algorithms: ["HS256"] });
+        return payload;
+      }
+      const ext = this.external.find((e) => e.issuer === issuer);
+      if (!ext) throw unauthorized(`Tokens from the issuer '${issuer ?? "(none)"}' are not trusted here`);
+      const { payload } = await jwtVerify(token, ext.keys, { issuer: ext.issuer, audience: ext.audience, algorithms: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"] });
+      return payload;
+    } catch (e) {
+      if (e instanceof ODataError) throw e;
+      const code = (e as { code?: string }).code;
+      if (code === "ERR_JWT_EXPIRED") throw unauthorized("The bearer token has expired");
+      throw unauthorized("The bearer token is not valid (bad signature, audience or issuer)");
+    }
+  }
+
+  // ------------------------------------------------------------------ OAuth clients and tokens
+
+  private async hash(secret: string, salt: Buffer = randomBytes(16)): Promise<string> {
+    const key = await scrypt(secret, salt, 32);
+    return `scrypt$${salt.toString("base64url")}$${key.toString("base64url")}`;
+  }
+
+  private async matches(secret: string, stored: string): Promise<boolean> {
+    const [, salt, expected] = stored.split("$");
+    const actual = await scrypt(secret, Buffer.from(salt!, "base64url"), 32);
+    const want = Buffer.from(expected!, "base64url");
+    return want.length === actual.length && timingSafeEqual(want, actual);
+  }
+
+  /**
+   * Registers a client of the token endpoint, with an application user for it. Returns the secret, which
+   * is stored only as a hash: show it once. With `secret`, that secret is used (VEP_ADMIN_CLIENT_SECRET).
+   */
+  async addClient(clientId: string, options: { name?: string; secret?: string; roles?: string[] } = {}): Promise<{ clientId: string; secret: string; userId: string }> {
+    if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(clientId)) throw badRequest("A client id is 1 to 100 letters, digits or ._:-");
+    const secret = options.secret ?? randomBytes(32).toString("base64url");
+    if (secret.length < 16) throw badRequest("A client secret must be at least 16 characters long");
+    const hash = await this.hash(secret);
+    const t = this.q(OAUTH_CLIENT_TABLE.name);
+    const updated = await this.store.executor.execute(`UPDATE ${t} SET ${this.q("secrethash")} = ${this.p(1)}, ${this.q("name")} = ${this.p(2)} WHERE ${this.q("clientid")} = ${this.p(3)}`, [hash, options.name ?? clientId, clientId]);
+    if (!updated.changes) {
+      await this.store.executor.execute(`INSERT INTO ${t} (${this.q("clientid")}, ${this.q("name")}, ${this.q("secrethash")}, ${this.q("createdon")}) VALUES (${this.p(1)}, ${this.p(2)}, ${this.p(3)}, ${this.p(4)})`, [clientId, options.name ?? clientId, hash, new Date().toISOString()]);
+    }
+    const applicationId = applicationIdOf(clientId);
+    let user = await this.findUser("applicationid", applicationId);
+    if (!user) {
+      const userId = randomUUID();
+      await this.insert(this.model.entity(SYSTEMUSER)!, { systemuserid: userId, fullname: options.name ?? `# ${clientId}`, applicationid: applicationId, isdisabled: false });
+      user = { systemuserid: userId, fullname: options.name ?? clientId, isdisabled: false, applicationid: applicationId };
+    }
+    for (const roleId of options.roles ?? []) await this.assignRole(String(user.systemuserid), roleId);
+    return { clientId, secret, userId: String(user.systemuserid).toLowerCase() };
+  }
+
+  async assignRole(userId: string, roleId: string): Promise<void> {
+    const nav = this.model.entity(SYSTEMUSER)!.navigations.get("systemuserroles_association")!;
+    const d = this.store.dialect;
+    const i = nav.intersect!;
+    const exists = await this.store.executor.query(`SELECT 1 FROM ${this.q(i.table)} WHERE ${this.q(i.sourceColumn)} = ${this.p(1, "Edm.Guid")} AND ${this.q(i.targetColumn)} = ${this.p(2, "Edm.Guid")}`, [userId, roleId]);
+    if (exists.length) return;
+    await this.store.executor.execute(`INSERT INTO ${this.q(i.table)} (${this.q(`${i.table}id`)}, ${this.q(i.sourceColumn)}, ${this.q(i.targetColumn)}) VALUES (${this.p(1, "Edm.Guid")}, ${this.p(2, "Edm.Guid")}, ${this.p(3, "Edm.Guid")})`, [randomUUID(), d.toParam(userId), roleId]);
+  }
+
+  /** Throttles a client after repeated failures; the window slides. */
+  private throttled(clientId: string): number {
+    const now = Date.now();
+    if (this.failures.size > 10_000) this.failures.clear(); // bounded memory under a spray of client ids
+    const windowMs = (this.options.throttleWindowSeconds ?? 60) * 1000;
+    const recent = (this.failures.get(clientId) ?? []).filter((t) => now - t < windowMs);
+    this.failures.set(clientId, recent);
+    if (recent.length >= (this.options.maxFailures ?? 5)) return Math.ceil((recent[0]! + windowMs - now) / 1000);
+    return 0;
+  }
+
+  /** OAuth 2.0 client-credentials grant. Returns the token response or an RFC 6749 error. */
+  async issueToken(clientId: string, clientSecret: string): Promise<{ status: number; body: Record<string, unknown>; headers?: Record<string, string> }> {
+    const wait = this.throttled(clientId);
+    if (wait > 0) return { status: 429, body: { error: "invalid_client", error_description: `Too many failed attempts for this client; retry in ${wait} s` }, headers: { "Retry-After": String(wait) } };
+    const rows = await this.store.executor.query<{ secrethash: string }>(`SELECT ${this.q("secrethash")} FROM ${this.q(OAUTH_CLIENT_TABLE.name)} WHERE ${this.q("clientid")} = ${this.p(1)}`, [clientId]);
+    // Hash even for an unknown client so timing does not tell which client ids exist.
+    const stored = rows[0]?.secrethash ?? (await this.hash("not-a-client"));
+    const ok = (await this.matches(clientSecret, stored)) && rows.length > 0;
+    if (!ok) {
+      this.failures.get(clientId)!.push(Date.now());
+      return { status: 401, body: { error: "invalid_client", error_description: "Client authentication failed" }, headers: { "WWW-Authenticate": 'Basic realm="virtual-entity-provider"' } };
+    }
+    this.failures.delete(clientId);
+    const token = await new SignJWT({ appid: clientId, azp: clientId })
+      .setProtectedHeader({ alg: "HS256", kid: this.signingKey!.kid, typ: "JWT" })
+      .setIssuer(INTERNAL_ISSUER)
+      .setAudience(INTERNAL_AUDIENCE)
+      .setSubject(clientId)
+      .setIssuedAt()
+      .setJti(randomUUID())
+      .setExpirationTime(`${this.tokenLifetime}s`)
+      .sign(this.signingKey!.key);
+    return { status: 200, body: { access_token: token, token_type: "Bearer", expires_in: this.tokenLifetime } };
+  }
+
+  // ------------------------------------------------------------------ operations
+
+  /** `Microsoft.Dynamics.CRM.AddPrivilegesRole` bound to a role. */
+  addPrivilegesRoleAction(): OperationDefinition<Caller> {
+    return {
+      name: "AddPrivilegesRole",
+      kind: "action",
+      boundTo: ROLE,
+      parameters: [{ name: "Privileges", type: { kind: "complex", name: "RolePrivilege" } }],
+      requiredPrivileges: () => [privilegeName("Write", ROLE)],
+      handler: async ({ binding, parameters }) => {
+        await this.pendingSync;
+        const list = parameters.Privileges;
+        if (!Array.isArray(list) || list.length === 0) throw badRequest("Privileges must be a non-empty array of {PrivilegeId, Depth}");
+        const privilege = this.model.entity(PRIVILEGE)!;
+        const grants: { id: string; depth: Depth }[] = [];
+        for (const [i, item] of list.entries()) {
+          if (!item || typeof item !== "object") throw badRequest(`Privileges[${i}] must be an object`);
+          const { PrivilegeId, PrivilegeName, Depth: depth } = item as Record<string, unknown>;
+          if (!DEPTHS.includes(depth as Depth)) throw badRequest(`Privileges[${i}].Depth must be one of ${DEPTHS.join(", ")}`);
+          let row: { privilegeid: string; name: string; entitylogicalname: string | null } | undefined;
+          const cols = `${this.q("privilegeid")}, ${this.q("name")}, ${this.q("entitylogicalname")}`;
+          if (typeof PrivilegeId === "string" && GUID.test(PrivilegeId)) {
+            row = (await this.store.executor.query<typeof row & object>(`SELECT ${cols} FROM ${this.q(privilege.table)} WHERE ${this.q("privilegeid")} = ${this.p(1, "Edm.Guid")}`, [PrivilegeId.toLowerCase()]))[0];
+          } else if (typeof PrivilegeName === "string") {
+            row = (await this.store.executor.query<typeof row & object>(`SELECT ${cols} FROM ${this.q(privilege.table)} WHERE ${this.q("name")} = ${this.p(1)}`, [PrivilegeName]))[0];
+          } else throw badRequest(`Privileges[${i}] needs a PrivilegeId (GUID) or a PrivilegeName`);
+          if (!row) throw notFound(`Privileges[${i}]: no privilege ${String(PrivilegeId ?? PrivilegeName)}`);
+          const owner = row.entitylogicalname ? this.model.entity(row.entitylogicalname) : undefined;
+          if (depth !== "Global" && (!owner || owner.def.OwnershipType !== "UserOwned")) {
+            throw badRequest(`Privileges[${i}]: ${row.name} is for an organization-owned entity (or the organization) and takes Depth Global only`);
+          }
+          grants.push({ id: String(row.privilegeid).toLowerCase(), depth: depth as Depth });
+        }
+        await this.store.executor.transaction(async (tx) => {
+          const t = this.q(ROLE_PRIVILEGE_TABLE.name);
+          for (const g of grants) {
+            const updated = await tx.execute(`UPDATE ${t} SET ${this.q("depth")} = ${this.p(1)} WHERE ${this.q("roleid")} = ${this.p(2, "Edm.Guid")} AND ${this.q("privilegeid")} = ${this.p(3, "Edm.Guid")}`, [g.depth, binding!.id, g.id]);
+            if (!updated.changes) {
+              await tx.execute(`INSERT INTO ${t} (${this.q("roleprivilegeid")}, ${this.q("roleid")}, ${this.q("privilegeid")}, ${this.q("depth")}) VALUES (${this.p(1, "Edm.Guid")}, ${this.p(2, "Edm.Guid")}, ${this.p(3, "Edm.Guid")}, ${this.p(4)})`, [randomUUID(), binding!.id, g.id, g.depth]);
+            }
+          }
+        });
+        return { kind: "none" };
+      },
+    };
+  }
+
+  /** `Microsoft.Dynamics.CRM.RemovePrivilegeRole` bound to a role, with a PrivilegeId. */
+  removePrivilegeRoleAction(): OperationDefinition<Caller> {
+    return {
+      name: "RemovePrivilegeRole",
+      kind: "action",
+      boundTo: ROLE,
+      parameters: [{ name: "PrivilegeId", type: { kind: "primitive", type: "Edm.Guid" } }],
+      requiredPrivileges: () => [privilegeName("Write", ROLE)],
+      handler: async ({ binding, parameters }) => {
+        const id = String(parameters.PrivilegeId);
+        if (!GUID.test(id)) throw badRequest("PrivilegeId must be a GUID");
+        const r = await this.store.executor.execute(`DELETE FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} WHERE ${this.q("roleid")} = ${this.p(1, "Edm.Guid")} AND ${this.q("privilegeid")} = ${this.p(2, "Edm.Guid")}`, [binding!.id, id.toLowerCase()]);
+        if (!r.changes) throw notFound(`The role ${binding!.id} does not hold the privilege ${id}`);
+        return { kind: "none" };
+      },
+    };
+  }
+
+  /** The unbound function `WhoAmI()`. */
+  whoAmIFunction(): OperationDefinition<Caller> {
+    return {
+      name: "WhoAmI",
+      kind: "function",
+      parameters: [],
+      returns: { kind: "complex", name: "WhoAmIResponse" },
+      handler: async ({ caller }) => ({ kind: "complex", typeName: "WhoAmIResponse", value: { BusinessUnitId: BUSINESS_UNIT_ID, UserId: caller.userId, OrganizationId: ORGANIZATION_ID } }),
+    };
+  }
+}

@@ -1,0 +1,95 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { createService, DefinitionError, type EntityDefinition } from "../../src/index.js";
+import { json, openTestService, STORE_KINDS } from "../helpers/stores.js";
+
+const PROJECT: EntityDefinition = {
+  LogicalName: "new_project",
+  PrimaryNameAttribute: "new_name",
+  Attributes: [
+    { LogicalName: "new_name", AttributeType: "String", MaxLength: 100, RequiredLevel: "ApplicationRequired" },
+    { LogicalName: "new_budget", AttributeType: "Money" },
+  ],
+};
+
+describe("definition validation", () => {
+  const cases: [string, unknown, RegExp][] = [
+    ["String without MaxLength", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "String" }] }, /\$\.Attributes\[0\].*MaxLength.*rule 'required'/],
+    ["upper-case logical name", { LogicalName: "New_A", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] }, /\$\.LogicalName must match pattern/],
+    ["unknown attribute type", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Text" }] }, /\$\.Attributes\[0\]\.AttributeType must be equal to one of the allowed values/],
+    ["MaxLength on an Integer", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer", MaxLength: 5 }] }, /Attributes\[0\].*rule 'not'/],
+    ["Picklist without options", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Picklist" }] }, /Attributes\[0\]/],
+    ["unknown property", { LogicalName: "new_a", Colour: "red", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] }, /unknown property 'Colour'/],
+    ["virtual without provider", { LogicalName: "new_a", TableType: "Virtual", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] }, /ExternalName|DataProviderId/],
+  ];
+  it.each(cases)("refuses %s, naming the JSON path and the rule", async (_name, def, message) => {
+    const service = await createService({ database: ":memory:", security: "none" });
+    try {
+      await expect(service.defineEntity(def as EntityDefinition)).rejects.toThrow(message);
+      await expect(service.defineEntity(def as EntityDefinition)).rejects.toBeInstanceOf(DefinitionError);
+      expect(service.model.entities.has((def as { LogicalName: string }).LogicalName)).toBe(false);
+    } finally {
+      await service.close();
+    }
+  });
+
+  it("leaves nothing half-registered when one definition of a change is invalid", async () => {
+    const service = await createService({ database: ":memory:", security: "none" });
+    try {
+      const lookup = { LogicalName: "new_task", Attributes: [{ LogicalName: "new_projectref", AttributeType: "Lookup", Targets: ["new_missing"] }] } as EntityDefinition;
+      await expect(service.define({ entities: [PROJECT, lookup] })).rejects.toThrow(/lookup target 'new_missing' is not defined/);
+      expect(service.model.entities.has("new_project")).toBe(false);
+      expect((await service.request("GET", "new_projects")).status).toBe(404);
+      const stored = await service.store.executor.query(`SELECT * FROM vep_definition WHERE kind = 'entity' AND name = 'new_project'`);
+      expect(stored).toHaveLength(0);
+    } finally {
+      await service.close();
+    }
+  });
+});
+
+describe.each(STORE_KINDS)("definitions on %s", (kind) => {
+  it("adds a column for a new attribute without losing rows", async () => {
+    const service = await openTestService(kind);
+    try {
+      await service.defineEntity(PROJECT);
+      for (const name of ["Apollo", "Gemini", "Mercury"]) expect((await service.request("POST", "new_projects", { body: { new_name: name, new_budget: 10.5 } })).status).toBe(204);
+      const before = json(await service.request("GET", "new_projects?$orderby=new_name"));
+      await service.defineEntity({ ...PROJECT, Attributes: [...PROJECT.Attributes, { LogicalName: "new_code", AttributeType: "String", MaxLength: 10 }] });
+      const after = json(await service.request("GET", "new_projects?$orderby=new_name"));
+      expect(after.value.map((r: any) => [r.new_projectid, r.new_name, r.new_budget, r.new_code])).toEqual(before.value.map((r: any) => [r.new_projectid, r.new_name, r.new_budget, null]));
+      const attr = json(await service.request("GET", "EntityDefinitions(LogicalName='new_project')/Attributes(LogicalName='new_code')?$select=LogicalName,MaxLength"));
+      expect(attr).toMatchObject({ LogicalName: "new_code", MaxLength: 10 });
+      // MetadataIds stay the same across the change.
+      const ids = json(await service.request("GET", "EntityDefinitions(LogicalName='new_project')/Attributes?$filter=LogicalName eq 'new_name'&$select=MetadataId"));
+      expect(ids.value[0].MetadataId).toBe(service.model.entity("new_project")!.attributes.get("new_name")!.def.MetadataId);
+    } finally {
+      await service.dispose();
+    }
+  });
+});
+
+describe("definitions survive a restart", () => {
+  const dir = mkdtempSync(join(tmpdir(), "vep-restart-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("serves the same entities, ids and rows after reopening the SQLite file", async () => {
+    const file = join(dir, "store.sqlite");
+    const first = await createService({ database: file, security: "none" });
+    await first.defineEntity(PROJECT);
+    await first.request("POST", "new_projects", { body: { new_name: "Apollo" } });
+    const metadataId = first.model.entity("new_project")!.def.MetadataId;
+    await first.close();
+
+    const second = await createService({ database: file, security: "none" });
+    try {
+      expect(second.model.entity("new_project")!.def.MetadataId).toBe(metadataId);
+      const rows = json(await second.request("GET", "new_projects?$select=new_name"));
+      expect(rows.value.map((r: any) => r.new_name)).toEqual(["Apollo"]);
+    } finally {
+      await second.close();
+    }
+  });
+});
