@@ -1,21 +1,25 @@
 #!/usr/bin/env node
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { createService, type VirtualEntityService } from "../service.js";
 import { installLinkedInTalentHub, seedSampleCandidates } from "../linkedin/talent-hub.js";
+import { SYSTEM_ADMINISTRATOR_ROLE_ID } from "../security/security-model.js";
 
 const USAGE = `vep — Dataverse-style virtual entity provider
 
 Usage:
   vep serve [--port 5555] [--host 127.0.0.1] [--database ./data/vep.sqlite]
       Serves the OData Web API with the LinkedIn Talent Hub entities generated.
+  vep clients add --client-id <id> [--name <name>] [--role <role name>]… [--database …]
+      Registers a client of POST /oauth2/token and its application user; prints the secret once.
   vep catalog list [--database …]
       Lists the sources that can become virtual entities.
   vep catalog generate --label "LinkedIn exported candidate" [--database …]
       Runs Generate/refresh on the source with that label.
 
-Environment: PORT, HOST, VEP_DATABASE (an SQLite file, :memory:, or postgres://…).
+Environment: PORT, HOST, VEP_DATABASE (an SQLite file, :memory:, or postgres://…),
+VEP_ADMIN_CLIENT_ID and VEP_ADMIN_CLIENT_SECRET (an administrator client registered at start).
 `;
 
 const DEFAULT_DATABASE = "./data/vep.sqlite";
@@ -42,14 +46,19 @@ async function serve(args: string[]): Promise<void> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`Invalid port '${values.port ?? process.env.PORT}'`);
   const host = values.host ?? process.env.HOST ?? "127.0.0.1";
   const database = databaseOf(values.database);
-  const service = await createService({ database });
+  const adminId = process.env.VEP_ADMIN_CLIENT_ID;
+  const adminSecret = process.env.VEP_ADMIN_CLIENT_SECRET;
+  if (!!adminId !== !!adminSecret) throw new Error("Set both VEP_ADMIN_CLIENT_ID and VEP_ADMIN_CLIENT_SECRET, or neither");
+  const service = await createService({ database, adminClient: adminId && adminSecret ? { clientId: adminId, secret: adminSecret } : undefined });
   await installLinkedInTalentHub(service, { generate: true, onProgress: (s) => console.log(`  ${s}`) });
+  await firstRunAdmin(service, database);
   const seeded = await seedSampleCandidates(service);
   if (seeded) console.log(`  Exported ${seeded} sample candidates`);
   const listening = await service.listen(port, host);
   console.log(`Store: ${service.store.description}`);
   console.log(`OData service root: ${listening.url}`);
   console.log(`Candidates: ${listening.url}mshr_hcmlinkedinexportedcandidateentities`);
+  console.log(`Tokens: POST ${listening.url.replace(/\/api\/data\/v9\.2\/$/, "")}/oauth2/token (grant_type=client_credentials)`);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -61,6 +70,41 @@ async function serve(args: string[]): Promise<void> {
   };
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
+}
+
+/**
+ * On a store with no client yet, registers an administrator client so the service can be used at once.
+ * Its secret goes to a file only the current user can read, never to the console.
+ */
+async function firstRunAdmin(service: VirtualEntityService, database: string): Promise<void> {
+  if (!service.security || (await service.security.hasClients())) return;
+  const file = /^postgres/.test(database) || database === ":memory:" ? join(process.cwd(), "data", "admin-client.json") : join(dirname(database.replace(/^sqlite:/, "")), "admin-client.json");
+  mkdirSync(dirname(file), { recursive: true });
+  const client = await service.security.addClient("vep-admin", { name: "Administrator (first run)", roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] });
+  writeFileSync(file, JSON.stringify({ client_id: client.clientId, client_secret: client.secret }, null, 2) + "\n", { mode: 0o600 });
+  console.log(`  Registered the administrator client 'vep-admin'; its secret is in ${file} (readable by you only)`);
+}
+
+async function clients(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  if (sub !== "add") throw new Error(`Unknown clients command '${sub ?? ""}'\n${USAGE}`);
+  const { values } = parseArgs({ args: rest, options: { database: { type: "string" }, "client-id": { type: "string" }, name: { type: "string" }, role: { type: "string", multiple: true } } });
+  const clientId = values["client-id"];
+  if (!clientId) throw new Error("clients add needs --client-id");
+  await withService(databaseOf(values.database), async (service) => {
+    const security = service.security!;
+    const roleIds: string[] = [];
+    for (const name of values.role ?? []) {
+      const id = await security.roleIdByName(name);
+      if (!id) throw new Error(`No role named '${name}'`);
+      roleIds.push(id);
+    }
+    const client = await security.addClient(clientId, { name: values.name, roles: roleIds });
+    console.log(`client_id:     ${client.clientId}`);
+    console.log(`client_secret: ${client.secret}`);
+    console.log(`user id:       ${client.userId}`);
+    console.log("The secret is shown once and stored only as a hash.");
+  });
 }
 
 async function catalog(args: string[]): Promise<void> {
@@ -95,6 +139,8 @@ async function main(argv: string[]): Promise<void> {
       return serve(rest);
     case "catalog":
       return catalog(rest);
+    case "clients":
+      return clients(rest);
     case undefined:
     case "help":
     case "--help":

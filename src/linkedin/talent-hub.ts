@@ -6,7 +6,7 @@ import { logicalNameOf, lookupNameOf, OPTION_VALUE_BASE } from "../catalog/gener
 import type { VirtualEntityService } from "../service.js";
 import { badRequest, ErrorCodes, notFound, ODataError, validationError } from "../odata/errors.js";
 import { describeViolation, payloadValidator } from "../metadata/payload-schema.js";
-import { privilegeName } from "../security/access.js";
+import { privilegeName, type Caller } from "../security/access.js";
 import type { OperationDefinition } from "../odata/operations.js";
 
 export const CANDIDATE_SOURCE = candidateSource as SourceDefinition;
@@ -29,7 +29,7 @@ export function hireAction(service: VirtualEntityService): OperationDefinition {
     parameters: [{ name: "PositionId", type: { kind: "primitive", type: "Edm.String", nullable: true }, optional: true }],
     returns: { kind: "entity", entity: WORKER_ENTITY },
     requiredPrivileges: () => [privilegeName("Write", CANDIDATE_ENTITY), privilegeName("Create", WORKER_ENTITY), privilegeName("Append", CANDIDATE_ENTITY), privilegeName("AppendTo", WORKER_ENTITY)],
-    handler: async ({ binding, parameters }) => {
+    handler: async ({ binding, parameters, caller }) => {
       const model = service.model;
       const candidate = model.entity(CANDIDATE_ENTITY)!;
       const worker = model.entity(WORKER_ENTITY);
@@ -47,16 +47,17 @@ export function hireAction(service: VirtualEntityService): OperationDefinition {
       const validate = payloadValidator(worker, "create");
       if (!validate(values)) throw validationError(`The candidate cannot be hired: ${describeViolation(worker, "create", validate.errors ?? []).message}`);
       const provider = service.providers.for(candidate);
+      const context = service.security ? await service.security.writeContext(caller as Caller, candidate) : { userId: (caller as Caller).userId };
       return provider.transaction(async (tx) => {
         const current = await tx.retrieve(candidate, binding!.id, [...candidate.attributes.values()]);
         if (!current) throw notFound(`${CANDIDATE_ENTITY} With Id = ${binding!.id} Does Not Exist`);
         if (current.mshr_hirestatus === HIRE_STATUS.Hired) {
           throw new ODataError(409, ErrorCodes.conflict, `The candidate ${binding!.id} has already been hired (worker ${current[WORKER_LOOKUP]})`);
         }
-        const created = await tx.create(worker, { ...values, [worker.primaryId.logicalName]: randomUUID() });
+        const created = await tx.create(worker, { ...values, [worker.primaryId.logicalName]: randomUUID() }, context);
         if (created.status !== "ok") throw new ODataError(409, ErrorCodes.conflict, `The worker could not be created: ${created.status === "conflict" ? created.message : created.status}`);
         const workerId = created.row[worker.primaryId.logicalName] as string;
-        const updated = await tx.update(candidate, binding!.id, { mshr_hirestatus: HIRE_STATUS.Hired, [WORKER_LOOKUP]: workerId }, current.versionnumber as number);
+        const updated = await tx.update(candidate, binding!.id, { mshr_hirestatus: HIRE_STATUS.Hired, [WORKER_LOOKUP]: workerId }, current.versionnumber as number, context);
         if (updated.status !== "ok") throw new ODataError(409, ErrorCodes.conflict, `The candidate ${binding!.id} changed while it was being hired; nothing was written`);
         return { kind: "entity", entity: worker, row: created.row };
       });
@@ -88,13 +89,16 @@ const SAMPLE_CANDIDATES = [
 
 /** Exports three sample candidates, as an ATS would, when the candidate entity has no rows yet. */
 export async function seedSampleCandidates(service: VirtualEntityService): Promise<number> {
-  const set = service.model.entity(CANDIDATE_ENTITY)?.entitySetName;
-  if (!set) return 0;
-  const count = await service.request("GET", `${set}/$count`);
-  if (count.status !== 200 || Number(count.body) > 0) return 0;
+  const entity = service.model.entity(CANDIDATE_ENTITY);
+  if (!entity) return 0;
+  const provider = service.providers.for(entity);
+  const existing = await provider.count({ entity, orderBy: [], select: [entity.primaryId], count: true, expand: [] });
+  if (existing > 0) return 0;
   for (const c of SAMPLE_CANDIDATES) {
-    const r = await service.request("POST", set, { body: c });
-    if (r.status >= 300) throw new Error(`Could not seed sample candidate ${c.mshr_candidateid}: ${r.body}`);
+    const validate = payloadValidator(entity, "create");
+    if (!validate({ ...c })) throw new Error(`Sample candidate ${c.mshr_candidateid} is invalid: ${describeViolation(entity, "create", validate.errors ?? []).message}`);
+    const r = await provider.create(entity, { ...c, [entity.primaryId.logicalName]: randomUUID(), mshr_hirestatus: HIRE_STATUS.Pending, mshr_exporteddatetime: new Date().toISOString() });
+    if (r.status !== "ok") throw new Error(`Could not seed sample candidate ${c.mshr_candidateid}: ${r.status}`);
   }
   return SAMPLE_CANDIDATES.length;
 }

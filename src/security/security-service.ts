@@ -367,6 +367,16 @@ export class SecurityService implements SecurityPolicy {
     await this.store.executor.execute(`INSERT INTO ${this.q(i.table)} (${this.q(`${i.table}id`)}, ${this.q(i.sourceColumn)}, ${this.q(i.targetColumn)}) VALUES (${this.p(1, "Edm.Guid")}, ${this.p(2, "Edm.Guid")}, ${this.p(3, "Edm.Guid")})`, [randomUUID(), d.toParam(userId), roleId]);
   }
 
+  async hasClients(): Promise<boolean> {
+    return (await this.store.executor.query(`SELECT 1 FROM ${this.q(OAUTH_CLIENT_TABLE.name)} LIMIT 1`)).length > 0;
+  }
+
+  async roleIdByName(name: string): Promise<string | undefined> {
+    const role = this.model.entity(ROLE)!;
+    const rows = await this.store.executor.query<{ id: string }>(`SELECT ${this.q(role.primaryId.column)} AS ${this.q("id")} FROM ${this.q(role.table)} WHERE ${this.q("name")} = ${this.p(1)}`, [name]);
+    return rows[0] ? String(rows[0].id).toLowerCase() : undefined;
+  }
+
   /** Throttles a client after repeated failures; the window slides. */
   private throttled(clientId: string): number {
     const now = Date.now();
