@@ -113,7 +113,8 @@ export class VirtualEntityService {
       else policy = security = await SecurityService.open(store, metadata, choice ?? {});
       if (options.adminClient) {
         if (!security) throw new Error("adminClient needs the built-in security layer");
-        await security.addClient(options.adminClient.clientId, { secret: options.adminClient.secret, name: "Administrator (VEP_ADMIN_CLIENT_ID)", roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] });
+        const admin = await security.addClient(options.adminClient.clientId, { secret: options.adminClient.secret, name: "Administrator (VEP_ADMIN_CLIENT_ID)", roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] });
+        await security.mapApplication(admin.clientId, admin.userId, "Administrator");
       }
       return new VirtualEntityService(store, metadata, sqlProvider, catalog, security, policy, options);
     } catch (e) {

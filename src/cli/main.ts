@@ -81,6 +81,7 @@ async function firstRunAdmin(service: VirtualEntityService, database: string): P
   const file = /^postgres/.test(database) || database === ":memory:" ? join(process.cwd(), "data", "admin-client.json") : join(dirname(database.replace(/^sqlite:/, "")), "admin-client.json");
   mkdirSync(dirname(file), { recursive: true });
   const client = await service.security.addClient("vep-admin", { name: "Administrator (first run)", roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] });
+  await service.security.mapApplication(client.clientId, client.userId, "Administrator");
   writeFileSync(file, JSON.stringify({ client_id: client.clientId, client_secret: client.secret }, null, 2) + "\n", { mode: 0o600 });
   console.log(`  Registered the administrator client 'vep-admin'; its secret is in ${file} (readable by you only)`);
 }

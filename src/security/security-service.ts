@@ -367,6 +367,16 @@ export class SecurityService implements SecurityPolicy {
     await this.store.executor.execute(`INSERT INTO ${this.q(i.table)} (${this.q(`${i.table}id`)}, ${this.q(i.sourceColumn)}, ${this.q(i.targetColumn)}) VALUES (${this.p(1, "Edm.Guid")}, ${this.p(2, "Edm.Guid")}, ${this.p(3, "Edm.Guid")})`, [randomUUID(), d.toParam(userId), roleId]);
   }
 
+  /** Maps an application (client id) to the user its writes through virtual entities are recorded as. */
+  async mapApplication(clientId: string, userId: string, name: string): Promise<void> {
+    const app = this.model.entity(AAD_APPLICATION)!;
+    const applicationId = applicationIdOf(clientId);
+    const col = (n: string) => this.q(app.attributes.get(n)!.column);
+    const exists = await this.store.executor.query(`SELECT 1 FROM ${this.q(app.table)} WHERE ${col("mshr_clientid")} = ${this.p(1, "Edm.Guid")}`, [applicationId]);
+    if (exists.length) return;
+    await this.insert(app, { [app.primaryId.logicalName]: randomUUID(), mshr_clientid: applicationId, mshr_name: name, mshr_userid: userId });
+  }
+
   async hasClients(): Promise<boolean> {
     return (await this.store.executor.query(`SELECT 1 FROM ${this.q(OAUTH_CLIENT_TABLE.name)} LIMIT 1`)).length > 0;
   }

@@ -26,12 +26,14 @@ const filters = Array.from({ length: FILTER_COUNT }, () => generator.filter());
 /**
  * One filter in four is read in small pages (following @odata.nextLink), half of those with an
  * $orderby over nullable, tied values: the pages together must hold the same rows, each once.
+ * Some requests encode spaces as '+', as HTML forms do.
  */
 const ORDERINGS = ["new_name", "new_qty desc", "new_at", "new_price desc,new_name", "new_day desc", "new_flag,new_kind desc", "new_ratio", "new_code desc,new_big"];
 const pagingRng = new Rng(SEED ^ 0x5eed);
-const pagings: Paging[] = filters.map((_, i) =>
-  i % 4 === 3 ? { pageSize: pagingRng.int(1, 13), orderBy: pagingRng.chance(0.5) ? pagingRng.pick(ORDERINGS) : undefined } : {},
-);
+const pagings: Paging[] = filters.map((_, i) => ({
+  ...(i % 4 === 3 ? { pageSize: pagingRng.int(1, 13), orderBy: pagingRng.chance(0.5) ? pagingRng.pick(ORDERINGS) : undefined } : {}),
+  plusSpaces: pagingRng.chance(0.3),
+}));
 
 console.log(`[differential] seed ${SEED}: ${ROW_COUNT} rows, ${FILTER_COUNT} filters (VEP_DIFF_SEED=${SEED} reproduces this run)`);
 

@@ -13,13 +13,17 @@ export type QueryOutcome = { ok: true; ids: string[] } | { ok: false; status: nu
 export interface Paging {
   pageSize?: number;
   orderBy?: string;
+  /** Encode spaces as `+` (as HTML forms do) rather than `%20`. */
+  plusSpaces?: boolean;
 }
 
 /** The request URL of a rendered filter: `$filter`, `$select` of the key, `$orderby`, and its parameter aliases. */
 export function filterUrl(rendered: Rendered, paging: Paging = {}, entitySet = ENTITY_SET): string {
-  let url = `${entitySet}?$filter=${encodeURIComponent(rendered.filter)}&$select=${KEY}`;
-  if (paging.orderBy) url += `&$orderby=${encodeURIComponent(paging.orderBy)}`;
-  for (const [name, text] of rendered.aliases) url += `&@${name}=${encodeURIComponent(text)}`;
+  // encodeURIComponent writes a literal '+' as %2B, so a '+' left in the query can only mean a space.
+  const encode = (text: string) => (paging.plusSpaces ? encodeURIComponent(text).replaceAll("%20", "+") : encodeURIComponent(text));
+  let url = `${entitySet}?$filter=${encode(rendered.filter)}&$select=${KEY}`;
+  if (paging.orderBy) url += `&$orderby=${encode(paging.orderBy)}`;
+  for (const [name, text] of rendered.aliases) url += `&@${name}=${encode(text)}`;
   return url;
 }
 
@@ -92,7 +96,7 @@ export async function shrink(service: Service, failure: Failure, rows: readonly 
 
 function urlOf(rendered: Rendered, paging: Paging): string {
   const order = paging.orderBy ? `&$orderby=${paging.orderBy}` : "";
-  const pages = paging.pageSize ? ` (Prefer: odata.maxpagesize=${paging.pageSize})` : "";
+  const pages = (paging.pageSize ? ` (Prefer: odata.maxpagesize=${paging.pageSize})` : "") + (paging.plusSpaces ? " (spaces sent as '+')" : "");
   return `$filter=${rendered.filter}${rendered.aliases.map(([n, t]) => `&@${n}=${t}`).join("")}${order}${pages}`;
 }
 
