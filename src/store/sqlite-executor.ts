@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { Database, Statement } from "better-sqlite3";
 import { sqliteDialect } from "./dialect.js";
 import { AsyncLock, type RunResult, type SqlExecutor } from "./executor.js";
@@ -47,21 +48,29 @@ export class SqliteExecutor implements SqlExecutor {
     return { changes: r.changes };
   }
 
+  /** Inside a transaction's async context the connection is that transaction's: no waiting on its own lock. */
+  private owned(): boolean {
+    return transactionScope.getStore()?.owner === this;
+  }
+
   async query<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
-    if (this.lock.isHeld) return this.lock.run(async () => this.queryNow<T>(sql, params));
+    if (this.lock.isHeld && !this.owned()) return this.lock.run(async () => this.queryNow<T>(sql, params));
     return this.queryNow<T>(sql, params);
   }
 
   async execute(sql: string, params: readonly unknown[] = []): Promise<RunResult> {
-    if (this.lock.isHeld) return this.lock.run(async () => this.executeNow(sql, params));
+    if (this.lock.isHeld && !this.owned()) return this.lock.run(async () => this.executeNow(sql, params));
     return this.executeNow(sql, params);
   }
 
   async transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    const current = transactionScope.getStore();
+    if (current?.owner === this) return work(current); // nested: part of the enclosing transaction
     return this.lock.run(async () => {
       this.db.exec("BEGIN IMMEDIATE");
+      const tx = new SqliteTransaction(this);
       try {
-        const result = await work(new SqliteTransaction(this));
+        const result = await transactionScope.run(tx, () => work(tx));
         this.db.exec("COMMIT");
         return result;
       } catch (e) {
@@ -70,11 +79,19 @@ export class SqliteExecutor implements SqlExecutor {
       }
     });
   }
+
+  /** Runs work holding the connection (schema changes), unless the caller already holds it. */
+  async exclusive<T>(work: () => Promise<T>): Promise<T> {
+    if (this.owned()) return work();
+    return this.lock.run(work);
+  }
 }
+
+const transactionScope = new AsyncLocalStorage<SqliteTransaction>();
 
 class SqliteTransaction implements SqlExecutor {
   readonly inTransaction = true;
-  constructor(private readonly owner: SqliteExecutor) {}
+  constructor(readonly owner: SqliteExecutor) {}
   get dialect() {
     return this.owner.dialect;
   }

@@ -88,7 +88,7 @@ export class Store {
     return this.schemaLock.run(async () => {
       if (this.executor instanceof SqliteExecutor) {
         const ex = this.executor;
-        return ex.lock.run(async () => {
+        return ex.exclusive(async () => {
           try {
             return await work();
           } finally {
