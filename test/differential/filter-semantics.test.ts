@@ -107,6 +107,9 @@ const CASES: Case[] = [
   { filter: "new_qty mod 3 eq -1", expected: ["b"] },
   { filter: "new_qty mod 3 eq 1", expected: ["a", "h", "i", "k"] },
   { filter: "new_price mod 2 eq 1.5", expected: ["a", "e"] },
+  { filter: "(new_qty mod 4) div 2 eq 1", expected: ["a", "c", "g", "j", "k"] },
+  // round/floor/ceiling are defined on Edm.Decimal and Edm.Double: an integer argument gives a Decimal, so `div` after it is not integer division.
+  { filter: "floor(new_qty) div 2 eq 3.5", expected: ["a"] },
   // Rounding halves away from zero.
   { filter: "round(new_price) eq 3", expected: ["c"] },
   { filter: "round(new_price) eq -3", expected: ["b"] },
