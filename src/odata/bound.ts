@@ -47,8 +47,11 @@ export interface BoundQuery {
   skip?: number;
   count: boolean;
   expand: BoundExpand[];
-  /** Only rows related to one row through a collection-valued navigation (`set(id)/nav`). */
-  relatedTo?: { navigation: NavigationModel; id: string };
+  /**
+   * Only rows linked through a many-to-many navigation to one of these rows (`set(id)/nav`, `$expand`);
+   * each returned row carries the id it is linked to as `__parent` (a row linked to two appears twice).
+   */
+  relatedTo?: { navigation: NavigationModel; ids: string[] };
 }
 
 export const NUMERIC_TYPES: ReadonlySet<string> = new Set(["Edm.Int32", "Edm.Int64", "Edm.Decimal", "Edm.Double"]);

@@ -6,7 +6,8 @@ import { unsupportedConstruct, type DataProvider, type Row, type WriteContext } 
 import type { ProviderRegistry } from "../providers/provider-registry.js";
 import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type SecurityPolicy } from "../security/access.js";
 import { bindSelect, ExpressionBinder, selectedComplexProperties } from "./binder.js";
-import type { BoundQuery } from "./bound.js";
+import type { BoundExpression, BoundQuery } from "./bound.js";
+import { bindExpand, expandContext, type ExpandItem } from "./expand.js";
 import { csdlJson, csdlXml } from "./csdl.js";
 import { badRequest, ErrorCodes, methodNotAllowed, notFound, notImplemented, ODataError, preconditionFailed, validationError } from "./errors.js";
 import { queryInMemory } from "./in-memory-evaluator.js";
@@ -496,9 +497,102 @@ export class ODataProcessor {
       count: options.count ?? false,
       expand: [],
     };
-    if (options.expand !== undefined) throw notImplemented("$expand is not supported yet");
     (query as BoundQuery & { crossed?: EntityModel[] }).crossed = navs;
     return query;
+  }
+
+  private bindExpandOption(entity: EntityModel, options: QueryOptions, crossed: EntityModel[]): ExpandItem[] {
+    if (options.expand === undefined) return [];
+    return bindExpand(entity, options.expand, options.aliases, 1, (nav) => crossed.push(nav.target));
+  }
+
+  /** What a page must read beyond $select: lookups that single-valued expansions follow. */
+  private fetchSelect(entity: EntityModel, select: AttributeModel[], expand: readonly ExpandItem[]): AttributeModel[] {
+    const out = withVersion(entity, select);
+    for (const item of expand) if (item.navigation.kind === "single" && !out.includes(item.navigation.lookup!)) out.push(item.navigation.lookup!);
+    return out;
+  }
+
+  /**
+   * Fills the expansions of a page: one query per navigation for all the page's rows (an `in` list of
+   * keys, or the intersect table joined), then the nested levels for all the rows found.
+   */
+  private async expandRows(ctx: RequestContext, entity: EntityModel, rows: Row[], items: readonly ExpandItem[]): Promise<void> {
+    if (!rows.length) return;
+    for (const item of items) {
+      const nav = item.navigation;
+      const target = nav.target;
+      const provider = this.options.providers.for(target);
+      const select = this.fetchSelect(target, item.select, item.expand);
+      const pk = target.primaryId;
+      let found: Row[];
+      if (nav.kind === "single") {
+        const ids = [...new Set(rows.map((r) => r[nav.lookup!.logicalName]).filter((v): v is string => typeof v === "string"))];
+        found = ids.length ? await this.fetchAll(provider, { entity: target, filter: inFilter(pk, ids), orderBy: [], select, count: false, expand: [] }) : [];
+        const byId = new Map(found.map((r) => [r[pk.logicalName] as string, r]));
+        for (const r of rows) expansions(r).set(nav.name, { row: byId.get(r[nav.lookup!.logicalName] as string) ?? null });
+      } else {
+        const parentIds = [...new Set(rows.map((r) => r[entity.primaryId.logicalName] as string))];
+        const query: BoundQuery = { entity: target, filter: item.filter, orderBy: item.orderBy, select, count: false, expand: [] };
+        restrictToRelated(query, nav, parentIds);
+        if (!nav.intersect && !query.select.includes(nav.lookup!)) query.select = [...query.select, nav.lookup!];
+        this.checkSupported(provider, query);
+        found = await this.fetchAll(provider, query);
+        const groups = new Map<string, Row[]>();
+        for (const r of found) {
+          const parent = (nav.intersect ? r.__parent : r[nav.lookup!.logicalName]) as string;
+          let g = groups.get(parent);
+          if (!g) groups.set(parent, (g = []));
+          g.push(r);
+        }
+        const page = item.top ?? this.maxPageSize;
+        const skip = item.skip ?? 0;
+        for (const r of rows) {
+          const id = r[entity.primaryId.logicalName] as string;
+          const all = groups.get(id) ?? [];
+          const slice = all.slice(skip, skip + page);
+          const more = item.top === undefined && all.length > skip + page;
+          expansions(r).set(nav.name, {
+            rows: slice,
+            count: item.count ? all.length : undefined,
+            nextLink: more ? `${ctx.root}/${entity.entitySetName}(${id})/${nav.name}?${[item.optionsText, `$skip=${skip + page}`].filter(Boolean).join("&")}` : undefined,
+          });
+        }
+        found = [...groups.values()].flatMap((g) => g.slice(skip, skip + page));
+      }
+      if (item.expand.length) await this.expandRows(ctx, target, found, item.expand);
+    }
+  }
+
+  /** Every row of a query, page after page (expansions are bounded by their parents' page). */
+  private async fetchAll(provider: DataProvider, query: BoundQuery): Promise<Row[]> {
+    const rows: Row[] = [];
+    let after: unknown[] | undefined;
+    for (;;) {
+      const page = await provider.retrieveMultiple({ query, pageSize: 50_000, after });
+      rows.push(...page.rows);
+      if (!page.next) return rows;
+      after = page.next;
+    }
+  }
+
+  /** A row as JSON with its expansions, recursively. */
+  private serializeWithExpansions(ctx: RequestContext, entity: EntityModel, row: Row, select: readonly AttributeModel[], items: readonly ExpandItem[], lookupNames?: ReadonlyMap<string, string>): Record<string, unknown> {
+    const out = new EntitySerializer(entity, ctx.prefs).serialize(row, select, lookupNames);
+    const expanded = (row as { [EXPANDED]?: Map<string, Expansion> })[EXPANDED];
+    for (const item of items) {
+      const e = expanded?.get(item.navigation.name);
+      if (!e) continue;
+      const target = item.navigation.target;
+      if (item.navigation.kind === "single") {
+        out[item.navigation.name] = e.row ? this.serializeWithExpansions(ctx, target, e.row, item.select, item.expand) : null;
+        continue;
+      }
+      if (e.count !== undefined) out[`${item.navigation.name}@odata.count`] = e.count;
+      out[item.navigation.name] = (e.rows ?? []).map((r) => this.serializeWithExpansions(ctx, target, r, item.select, item.expand));
+      if (e.nextLink) out[`${item.navigation.name}@odata.nextLink`] = e.nextLink;
+    }
+    return out;
   }
 
   private readPrivileges(entity: EntityModel, query: BoundQuery): string[] {
@@ -516,7 +610,8 @@ export class ODataProcessor {
     const options = parseQueryOptions(ctx.query);
     this.checkFormat(options);
     const query = this.bindCollectionQuery(ctx, entity, options);
-    if (related) query.relatedTo = { navigation: related.navigation, id: related.id };
+    if (related) restrictToRelated(query, related.navigation, [related.id]);
+    const expand = this.bindExpandOption(entity, options, (query as BoundQuery & { crossed: EntityModel[] }).crossed);
     await this.require(ctx, this.readPrivileges(entity, query));
     this.checkSupported(provider, query);
 
@@ -529,15 +624,16 @@ export class ODataProcessor {
     const limit = Math.min(pageSize, remaining);
 
     const [result, count] = await Promise.all([
-      limit > 0 ? provider.retrieveMultiple({ query: { ...query, select: withVersion(entity, query.select) }, pageSize: limit, after: state?.position }) : Promise.resolve({ rows: [], next: undefined }),
+      limit > 0 ? provider.retrieveMultiple({ query: { ...query, select: this.fetchSelect(entity, query.select, expand) }, pageSize: limit, after: state?.position }) : Promise.resolve({ rows: [], next: undefined }),
       query.count ? provider.count(query) : Promise.resolve(undefined),
     ]);
     const more = result.next !== undefined && returned + result.rows.length < remaining + returned;
+    await this.expandRows(ctx, entity, result.rows, expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
     const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, query.select, result.rows) : undefined;
-    const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select)}` };
+    const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}` };
     if (count !== undefined) body["@odata.count"] = count;
-    body.value = result.rows.map((r) => serializer.serialize(r, query.select, lookupNames));
+    body.value = result.rows.map((r) => this.serializeWithExpansions(ctx, entity, r, query.select, expand, lookupNames));
     if (more && result.next) {
       const token = encodeSkipToken({ position: result.next, returned: returned + result.rows.length });
       body["@odata.nextLink"] = this.nextLink(ctx, related?.path ?? entity.entitySetName, token);
@@ -557,9 +653,10 @@ export class ODataProcessor {
     return `${ctx.root}/${path}?${kept.join("&")}`;
   }
 
-  private selectContext(entity: EntityModel, select: string | undefined): string {
-    if (select === undefined || select.trim() === "*") return "";
-    return `(${select.split(",").map((s) => s.trim()).join(",")})`;
+  private selectContext(entity: EntityModel, select: string | undefined, expand: readonly ExpandItem[] = []): string {
+    const parts = select === undefined || select.trim() === "*" ? [] : select.split(",").map((s) => s.trim());
+    if (expand.length) parts.push(expandContext(expand));
+    return parts.length ? `(${parts.join(",")})` : "";
   }
 
   /** Primary names of the rows the page's lookups point at, for their formatted values. One query per lookup. */
@@ -593,19 +690,21 @@ export class ODataProcessor {
     this.acceptsJson(ctx);
     const options = parseQueryOptions(ctx.query, new Set(["$select", "$expand", "$format"]));
     this.checkFormat(options);
-    if (options.expand !== undefined) throw notImplemented("$expand is not supported yet");
     const select = bindSelect(entity, options.select);
-    await this.require(ctx, [this.priv("Read", entity)]);
-    const row = await provider.retrieve(entity, id, withVersion(entity, select));
+    const crossed: EntityModel[] = [];
+    const expand = this.bindExpandOption(entity, options, crossed);
+    await this.require(ctx, [this.priv("Read", entity), ...crossed.map((e) => this.priv("Read", e))]);
+    const row = await provider.retrieve(entity, id, this.fetchSelect(entity, select, expand));
     if (!row) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
     const etag = etagOf(row);
     const ifNoneMatch = header(ctx.request, "if-none-match");
     if (etag && ifNoneMatch && (ifNoneMatch.trim() === "*" || ifNoneMatch.split(",").some((t) => t.trim() === etag))) {
       return { status: 304, headers: { "OData-Version": "4.0", ETag: etag } };
     }
+    await this.expandRows(ctx, entity, [row], expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
     const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, select, [row]) : undefined;
-    const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select)}/$entity`, ...serializer.serialize(row, select, lookupNames) };
+    const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}/$entity`, ...this.serializeWithExpansions(ctx, entity, row, select, expand, lookupNames) };
     return this.json(200, body, etag ? { ETag: etag } : {});
   }
 
@@ -881,6 +980,33 @@ export class ODataProcessor {
         return this.json(200, { "@odata.context": `${ctx.root}/$metadata#Edm.String`, value: result.value });
     }
   }
+}
+
+const EXPANDED = Symbol("expanded");
+interface Expansion {
+  row?: Row | null;
+  rows?: Row[];
+  count?: number;
+  nextLink?: string;
+}
+
+function expansions(row: Row): Map<string, Expansion> {
+  const holder = row as { [EXPANDED]?: Map<string, Expansion> };
+  return (holder[EXPANDED] ??= new Map());
+}
+
+function inFilter(attr: AttributeModel, ids: string[]): BoundExpression {
+  return { kind: "in", type: "Edm.Boolean", operand: { kind: "property", type: attr.edmType, attribute: attr, navigations: [] }, values: ids.map((v) => ({ kind: "constant", type: "Edm.Guid", value: v })) };
+}
+
+/** Limits a query to the rows related to some rows: a lookup `in` list, or the intersect table. */
+function restrictToRelated(query: BoundQuery, nav: NavigationModel, ids: string[]): void {
+  if (nav.intersect) {
+    query.relatedTo = { navigation: nav, ids };
+    return;
+  }
+  const condition = inFilter(nav.lookup!, ids);
+  query.filter = query.filter ? { kind: "logical", type: "Edm.Boolean", op: "and", left: condition, right: query.filter } : condition;
 }
 
 function hasBody(req: ODataRequest): boolean {

@@ -19,6 +19,9 @@ export interface SelectPlan {
   after?: KeysetPosition;
 }
 
+/** Column alias of the linked row's id when a query follows a many-to-many navigation. */
+export const PARENT_COLUMN = "__parent";
+
 /** Column alias under which the i-th order value is returned, to build the next page's position. */
 export const orderAlias = (i: number) => `__o${i}`;
 
@@ -53,6 +56,7 @@ export class SqlQueryCompiler {
   compileSelect(plan: SelectPlan): CompiledSql {
     const { query } = plan;
     const columns = query.select.map((a) => `t0.${this.q(a.column)} AS ${this.q(a.logicalName)}`);
+    if (query.relatedTo) columns.push(`r.${this.q(query.relatedTo.navigation.intersect!.sourceColumn)} AS ${this.q(PARENT_COLUMN)}`);
     const order = SqlQueryCompiler.orderOf(query);
     const orderExprs = order.map((t) => this.expr(t.expression));
     orderExprs.forEach((e, i) => columns.push(`${e} AS ${this.q(orderAlias(i))}`));
@@ -60,7 +64,7 @@ export class SqlQueryCompiler {
     if (query.filter) where.push(this.predicate(query.filter));
     if (query.relatedTo) where.push(this.related(query.relatedTo));
     if (plan.after) where.push(this.keyset(order, orderExprs, plan.after));
-    let sql = `SELECT ${columns.join(", ")} FROM ${this.q(this.entity.table)} t0${this.joinSql()}`;
+    let sql = `SELECT ${columns.join(", ")} FROM ${this.q(this.entity.table)} t0${this.relatedJoin(query)}${this.joinSql()}`;
     if (where.length) sql += ` WHERE ${where.join(" AND ")}`;
     sql += ` ORDER BY ${order.map((t, i) => this.dialect.orderTerm(orderExprs[i]!, t.descending)).join(", ")}`;
     if (plan.limit !== undefined) sql += ` LIMIT ${this.b.param(plan.limit)}`;
@@ -72,7 +76,7 @@ export class SqlQueryCompiler {
     const conditions = [...(query.filter ? [this.predicate(query.filter)] : []), ...(query.relatedTo ? [this.related(query.relatedTo)] : [])];
     const where = conditions.length ? ` WHERE ${conditions.join(" AND ")}` : "";
     // Joins are collected while compiling the filter, so build the FROM clause afterwards.
-    const sql = `SELECT COUNT(*) AS ${this.q("count")} FROM ${this.q(this.entity.table)} t0${this.joinSql()}${where}`;
+    const sql = `SELECT COUNT(*) AS ${this.q("count")} FROM ${this.q(this.entity.table)} t0${this.relatedJoin(query)}${this.joinSql()}${where}`;
     return { sql, params: this.b.params };
   }
 
@@ -82,15 +86,16 @@ export class SqlQueryCompiler {
     return { joins: this.joinSql(), where, params: this.b.params };
   }
 
-  /** Rows on the far side of a collection-valued navigation from one row. */
+  /** The intersect table of a many-to-many navigation, joined to the rows it links. */
+  private relatedJoin(query: BoundQuery): string {
+    if (!query.relatedTo) return "";
+    const i = query.relatedTo.navigation.intersect!;
+    return ` JOIN ${this.q(i.table)} r ON r.${this.q(i.targetColumn)} = t0.${this.q(this.entity.primaryId.column)}`;
+  }
+
   private related(r: NonNullable<BoundQuery["relatedTo"]>): string {
-    const nav = r.navigation;
-    const id = this.dialect.typedParam(this.b.param(r.id), "Edm.Guid");
-    if (nav.intersect) {
-      const i = nav.intersect;
-      return `t0.${this.q(this.entity.primaryId.column)} IN (SELECT ${this.q(i.targetColumn)} FROM ${this.q(i.table)} WHERE ${this.q(i.sourceColumn)} = ${id})`;
-    }
-    return `t0.${this.q(nav.lookup!.column)} = ${id}`;
+    const i = r.navigation.intersect!;
+    return `r.${this.q(i.sourceColumn)} IN (${r.ids.map((id) => this.dialect.typedParam(this.b.param(id), "Edm.Guid")).join(", ")})`;
   }
 
   private joinSql(): string {

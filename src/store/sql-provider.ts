@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
 import type { DataProvider, ProviderCapabilities, RetrieveMultipleRequest, RetrieveMultipleResult, Row, WriteContext, WriteOutcome } from "../providers/data-provider.js";
 import type { SqlExecutor } from "./executor.js";
-import { SqlQueryCompiler, fromStore, orderAlias } from "./sql-compiler.js";
+import { PARENT_COLUMN, SqlQueryCompiler, fromStore, orderAlias } from "./sql-compiler.js";
 
 /** The built-in provider's id: rows in the SQL store (SQLite or PostgreSQL) the service opened. */
 export const SQL_PROVIDER_ID = "b1f6a2b4-6a8c-4f4e-9a55-2c5a3d0e7f10";
@@ -58,7 +58,11 @@ export class SqlDataProvider implements DataProvider {
     const raw = await this.executor.query<Record<string, unknown>>(sql, params);
     const more = raw.length > pageSize;
     const page = more ? raw.slice(0, pageSize) : raw;
-    const rows = page.map((r) => this.toRow(query.entity, query.select, r));
+    const rows = page.map((r) => {
+      const row = this.toRow(query.entity, query.select, r);
+      if (query.relatedTo) row[PARENT_COLUMN] = String(r[PARENT_COLUMN]).toLowerCase();
+      return row;
+    });
     let next: unknown[] | undefined;
     if (more) {
       const last = page[page.length - 1]!;
