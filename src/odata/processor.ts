@@ -323,13 +323,12 @@ export class ODataProcessor {
       if (op && !third) return this.invokeOperation(ctx, op, second, undefined, entity);
       throw notFound(`Resource not found for the segment '${second.name}'`);
     }
+    if (!second && ctx.method === "PATCH") return this.upsertByKey(ctx, entity, provider, setSegment!.args);
     const id = await this.resolveKey(ctx, entity, provider, setSegment!.args);
     if (!second) {
       switch (ctx.method) {
         case "GET":
           return this.getSingle(ctx, entity, provider, id);
-        case "PATCH":
-          return this.update(ctx, entity, provider, id);
         case "DELETE":
           return this.remove(ctx, entity, provider, id);
         default:
@@ -834,10 +833,89 @@ export class ODataProcessor {
     const body = this.readJsonBody(ctx);
     await this.require(ctx, [this.priv("Create", entity)]);
     if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
-    const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
+    if (!Object.keys(body).some((k) => entity.navigations.has(k))) {
+      const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
+      await this.require(ctx, privileges);
+      await this.options.operations.hooks.get(entity.logicalName)?.beforeCreate?.(values);
+      return this.finishCreate(ctx, entity, provider, this.withDefaults(entity, values), 201);
+    }
+    // Deep insert: the entity and the related ones nested in it, in one transaction.
+    return provider.transaction(async () => {
+      const created = await this.deepCreate(ctx, entity, body, "");
+      const row = created.row;
+      const id = row[entity.primaryId.logicalName] as string;
+      const location = this.entityId(ctx, entity, id);
+      const headers: Record<string, string> = { "OData-EntityId": location, Location: location };
+      const etag = etagOf(row);
+      if (etag) headers.ETag = etag;
+      if (!ctx.prefs.returnRepresentation) return { status: 204, headers: { "OData-Version": "4.0", ...headers } };
+      const answer = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}/$entity`, ...this.serializeCreated(ctx, entity, created) };
+      return this.json(201, answer, { ...headers, "Preference-Applied": "return=representation" });
+    });
+  }
+
+  /** Creates a record and the records nested in its payload, depth first; returns them all. */
+  private async deepCreate(ctx: RequestContext, entity: EntityModel, body: Record<string, unknown>, path: string): Promise<CreatedTree> {
+    const provider = this.options.providers.for(entity);
+    await this.require(ctx, [this.priv("Create", entity)]);
+    if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
+    const flat: Record<string, unknown> = {};
+    const nested: [NavigationModel, unknown][] = [];
+    for (const [k, v] of Object.entries(body)) {
+      const nav = entity.navigations.get(k);
+      if (nav) nested.push([nav, v]);
+      else flat[k] = v;
+    }
+    const children: CreatedTree["children"] = new Map();
+    // Single-valued first: the new record points at them.
+    for (const [nav, v] of nested.filter(([n]) => n.kind === "single")) {
+      if (!v || typeof v !== "object" || Array.isArray(v)) throw validationError(`'${path}${nav.name}' must be an object (the ${nav.target.logicalName} to create)`);
+      if (this.options.providers.for(nav.target) !== provider) throw notImplemented(`Deep insert across data providers ('${path}${nav.name}') is not supported`);
+      const child = await this.deepCreate(ctx, nav.target, v as Record<string, unknown>, `${path}${nav.name}/`);
+      if (flat[`${nav.name}@odata.bind`] !== undefined) throw validationError(`'${path}${nav.name}' is both nested and bound`);
+      flat[`${nav.name}@odata.bind`] = `/${nav.target.entitySetName}(${child.row[nav.target.primaryId.logicalName]})`;
+      children.set(nav.name, child);
+    }
+    const { values, privileges } = await this.preparePayload(ctx, entity, flat, "create").catch((e: unknown) => {
+      if (e instanceof ODataError && path) throw new ODataError(e.status, e.code, `In '${path.slice(0, -1)}': ${e.message}`, e.headers);
+      throw e;
+    });
     await this.require(ctx, privileges);
     await this.options.operations.hooks.get(entity.logicalName)?.beforeCreate?.(values);
-    return this.finishCreate(ctx, entity, provider, this.withDefaults(entity, values), 201);
+    const outcome = await provider.create(entity, this.withDefaults(entity, values), await this.writeContext(ctx, entity));
+    if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, `${path || entity.logicalName}: ${outcome.message}`);
+    if (outcome.status !== "ok") throw new ODataError(500, ErrorCodes.internal, "The record could not be created");
+    const id = outcome.row[entity.primaryId.logicalName] as string;
+    for (const [nav, v] of nested.filter(([n]) => n.kind === "collection")) {
+      if (!Array.isArray(v)) throw validationError(`'${path}${nav.name}' must be an array of ${nav.target.logicalName} records`);
+      if (this.options.providers.for(nav.target) !== provider) throw notImplemented(`Deep insert across data providers ('${path}${nav.name}') is not supported`);
+      const list: CreatedTree[] = [];
+      for (const [i, item] of v.entries()) {
+        if (!item || typeof item !== "object" || Array.isArray(item)) throw validationError(`'${path}${nav.name}[${i}]' must be an object`);
+        const childBody = { ...(item as Record<string, unknown>) };
+        if (!nav.intersect) {
+          const partner = nav.target.navigations.get(nav.partnerName)!;
+          if (childBody[`${partner.name}@odata.bind`] !== undefined || childBody[partner.name] !== undefined) throw validationError(`'${path}${nav.name}[${i}]' must not set '${partner.name}': it is the new ${entity.logicalName}`);
+          childBody[`${partner.name}@odata.bind`] = `/${entity.entitySetName}(${id})`;
+        }
+        const child = await this.deepCreate(ctx, nav.target, childBody, `${path}${nav.name}[${i}]/`);
+        if (nav.intersect) {
+          await this.require(ctx, [this.priv("Append", entity), this.priv("AppendTo", nav.target)]);
+          await provider.associate!(nav, id, child.row[nav.target.primaryId.logicalName] as string);
+        }
+        list.push(child);
+      }
+      children.set(nav.name, list);
+    }
+    return { entity, row: outcome.row, children };
+  }
+
+  private serializeCreated(ctx: RequestContext, entity: EntityModel, tree: CreatedTree): Record<string, unknown> {
+    const out = new EntitySerializer(entity, ctx.prefs).serialize(tree.row, bindSelect(entity, undefined));
+    for (const [name, child] of tree.children) {
+      out[name] = Array.isArray(child) ? child.map((c) => this.serializeCreated(ctx, c.entity, c)) : this.serializeCreated(ctx, child.entity, child);
+    }
+    return out;
   }
 
   private async writeContext(ctx: RequestContext, entity: EntityModel): Promise<WriteContext> {
@@ -877,11 +955,35 @@ export class ODataProcessor {
     return { version: v, mustExist: true };
   }
 
-  private async update(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string): Promise<ODataResponse> {
+  /**
+   * PATCH by primary or alternate key: updates the row, or creates it (upsert) with the key's values. Two
+   * concurrent upserts of a new alternate key meet the unique index; the loser retries as an update.
+   */
+  private async upsertByKey(ctx: RequestContext, entity: EntityModel, provider: DataProvider, args: string): Promise<ODataResponse> {
     this.acceptsJson(ctx);
     parseQueryOptions(ctx.query, new Set(["$select"]));
     const body = this.readJsonBody(ctx);
-    return this.writeValues(ctx, entity, provider, id, body);
+    for (let attempt = 0; ; attempt++) {
+      let id: string;
+      let keyValues: Row = {};
+      try {
+        id = await this.resolveKey(ctx, entity, provider, args);
+      } catch (e) {
+        const parts = (e as { alternateKey?: { name?: string; value: { value: unknown } }[] }).alternateKey;
+        if (!(e instanceof ODataError) || e.status !== 404 || !parts) throw e;
+        id = randomUUID();
+        keyValues = Object.fromEntries(parts.map((p) => [p.name!, p.value.value]));
+        for (const [k, v] of Object.entries(keyValues)) {
+          if (k in body && body[k] !== v) throw badRequest(`The payload's ${k} (${JSON.stringify(body[k])}) differs from the key in the URL (${JSON.stringify(v)})`);
+        }
+      }
+      try {
+        return await this.writeValues(ctx, entity, provider, id, { ...body, ...keyValues });
+      } catch (e) {
+        const lostRace = e instanceof ODataError && e.code === ErrorCodes.duplicate && Object.keys(keyValues).length > 0 && attempt === 0;
+        if (!lostRace) throw e;
+      }
+    }
   }
 
   /** PATCH semantics: update the sent fields; upsert when the row does not exist (unless If-Match says update only). */
@@ -980,6 +1082,12 @@ export class ODataProcessor {
         return this.json(200, { "@odata.context": `${ctx.root}/$metadata#Edm.String`, value: result.value });
     }
   }
+}
+
+interface CreatedTree {
+  entity: EntityModel;
+  row: Row;
+  children: Map<string, CreatedTree | CreatedTree[]>;
 }
 
 const EXPANDED = Symbol("expanded");

@@ -402,12 +402,14 @@ export class SecurityService implements SecurityPolicy {
   async issueToken(clientId: string, clientSecret: string): Promise<{ status: number; body: Record<string, unknown>; headers?: Record<string, string> }> {
     const wait = this.throttled(clientId);
     if (wait > 0) return { status: 429, body: { error: "invalid_client", error_description: `Too many failed attempts for this client; retry in ${wait} s` }, headers: { "Retry-After": String(wait) } };
+    // Counted as a failure until it succeeds, so simultaneous guesses cannot all slip past the limit.
+    const attempt = Date.now();
+    this.failures.get(clientId)!.push(attempt);
     const rows = await this.store.executor.query<{ secrethash: string }>(`SELECT ${this.q("secrethash")} FROM ${this.q(OAUTH_CLIENT_TABLE.name)} WHERE ${this.q("clientid")} = ${this.p(1)}`, [clientId]);
     // Hash even for an unknown client so timing does not tell which client ids exist.
     const stored = rows[0]?.secrethash ?? (await this.hash("not-a-client"));
     const ok = (await this.matches(clientSecret, stored)) && rows.length > 0;
     if (!ok) {
-      this.failures.get(clientId)!.push(Date.now());
       return { status: 401, body: { error: "invalid_client", error_description: "Client authentication failed" }, headers: { "WWW-Authenticate": 'Basic realm="virtual-entity-provider"' } };
     }
     this.failures.delete(clientId);
