@@ -8,6 +8,7 @@ import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type Secur
 import { bindSelect, ExpressionBinder, selectedComplexProperties } from "./binder.js";
 import type { BoundExpression, BoundQuery } from "./bound.js";
 import { bindExpand, expandContext, type ExpandItem } from "./expand.js";
+import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences, type BatchPart, type BatchResult } from "./batch.js";
 import { csdlJson, csdlXml } from "./csdl.js";
 import { badRequest, ErrorCodes, methodNotAllowed, notFound, notImplemented, ODataError, preconditionFailed, validationError } from "./errors.js";
 import { queryInMemory } from "./in-memory-evaluator.js";
@@ -20,6 +21,8 @@ import { decodeSkipToken, encodeSkipToken } from "./skiptoken.js";
 import { SqlQueryCompiler } from "../store/sql-compiler.js";
 
 export interface ODataRequest {
+  /** Set on the requests of a $batch; `changeSet` when they run in one transaction. */
+  inBatch?: { changeSet: boolean };
   method: string;
   /** Path and query, e.g. `/api/data/v9.2/accounts?$top=1`. */
   url: string;
@@ -139,7 +142,10 @@ export class ODataProcessor {
     if (segments.length === 0) return this.serviceDocument(ctx);
     const first = segments[0]!;
     if (first.name === "$metadata" && segments.length === 1) return this.metadataDocument(ctx);
-    if (first.name === "$batch") throw notImplemented("$batch is not supported yet");
+    if (first.name === "$batch" && segments.length === 1) {
+      if (request.inBatch) throw badRequest("A $batch request cannot hold another $batch");
+      return this.batch(ctx);
+    }
     if (METADATA_SETS.has(first.name)) return this.metadataSet(ctx, segments);
     const entity = ctx.model.entitySets.get(first.name);
     if (!entity) {
@@ -309,6 +315,9 @@ export class ODataProcessor {
     const [setSegment, second, third, fourth] = segments;
     if (segments.length > 4) throw notFound(`Resource not found for the segment '${segments[4]!.name}'`);
     const provider = this.options.providers.for(entity);
+    if (ctx.request.inBatch?.changeSet && ctx.method !== "GET" && (provider !== this.options.providers.defaultProvider || !provider.capabilities(entity).transactions)) {
+      throw notImplemented(`${entity.logicalName} is served by the data provider '${provider.name}', whose writes cannot join a change set's transaction`);
+    }
     if (setSegment!.args === undefined) {
       if (!second) {
         if (ctx.method === "GET") return this.getCollection(ctx, entity, provider);
@@ -1030,6 +1039,90 @@ export class ODataProcessor {
     return { status: 204, headers: { "OData-Version": "4.0" } };
   }
 
+  // ---------------------------------------------------------------- $batch
+
+  /**
+   * `POST $batch`: every request is parsed before any runs (a malformed batch runs nothing); change sets
+   * (atomicity groups) run in one transaction and roll back as a whole; each request is authorized and
+   * validated as if it were sent alone. Without `Prefer: odata.continue-on-error` the first failure stops it.
+   */
+  private async batch(ctx: RequestContext): Promise<ODataResponse> {
+    this.onlyMethods(ctx, ["POST"], "$batch");
+    parseQueryOptions(ctx.query, new Set());
+    const contentType = header(ctx.request, "content-type") ?? "";
+    const raw = ctx.request.body;
+    const text = raw === undefined ? "" : typeof raw === "string" ? raw : Buffer.isBuffer(raw) ? raw.toString("utf8") : JSON.stringify(raw);
+    if (text.trim() === "") throw badRequest("The $batch body is empty");
+    const parsed = parseBatch(contentType, text);
+    const results: BatchResult[] = [];
+    const created = new Map<string, string>();
+    const failed = new Set<string>();
+    const continueOnError = ctx.prefs.continueOnError === true;
+    const failedDependency = (part: BatchPart): BatchResult => ({ part, response: this.errorResponse(new ODataError(424, ErrorCodes.badRequest, `Request ${part.id} was not run: a request it depends on failed`)) });
+    const dependsOnFailure = (part: BatchPart) => part.dependsOn.some((d) => failed.has(d) || failed.has(`group:${d}`));
+    let i = 0;
+    while (i < parsed.parts.length) {
+      const part = parsed.parts[i]!;
+      if (!part.group) {
+        i++;
+        const result = dependsOnFailure(part) ? failedDependency(part) : { part, response: await this.runPart(ctx, part, created, false) };
+        results.push(result);
+        if (result.response.status >= 400) {
+          failed.add(part.id);
+          if (!continueOnError) break;
+        }
+        continue;
+      }
+      const group = parsed.parts.slice(i).filter((p, j, all) => all.slice(0, j + 1).every((q) => q.group === part.group));
+      i += group.length;
+      if (group.some(dependsOnFailure)) {
+        results.push(...group.map(failedDependency));
+        failed.add(part.group);
+        if (!continueOnError) break;
+        continue;
+      }
+      const groupCreated = new Map(created);
+      const groupResults: BatchResult[] = [];
+      try {
+        await this.options.providers.defaultProvider.transaction(async () => {
+          for (const p of group) {
+            const response = await this.runPart(ctx, p, groupCreated, true);
+            groupResults.push({ part: p, response });
+            if (response.status >= 400) throw new ChangeSetFailure();
+          }
+        });
+        for (const [k, v] of groupCreated) created.set(k, v);
+        results.push(...groupResults);
+      } catch (e) {
+        if (!(e instanceof ChangeSetFailure)) throw e;
+        const failure = groupResults[groupResults.length - 1]!;
+        // Everything in the change set was rolled back: multipart answers with the failing request alone
+        // (as Dataverse does); JSON reports the others as not applied.
+        if (parsed.format === "multipart") results.push(failure);
+        else for (const p of group) results.push(p === failure.part ? failure : { part: p, response: this.errorResponse(new ODataError(424, ErrorCodes.badRequest, `Request ${p.id} was rolled back: request ${failure.part.id} of its atomicity group failed`)) });
+        failed.add(part.group);
+        for (const p of group) failed.add(p.id);
+        if (!continueOnError) break;
+      }
+    }
+    const headers: Record<string, string> = { "OData-Version": "4.0" };
+    if (continueOnError) headers["Preference-Applied"] = "odata.continue-on-error";
+    if (parsed.format === "json") return { status: 200, headers: { ...headers, "Content-Type": "application/json; charset=utf-8" }, body: jsonResponse(results) };
+    const multipart = multipartResponse(results);
+    return { status: 200, headers: { ...headers, "Content-Type": multipart.contentType }, body: multipart.body };
+  }
+
+  private async runPart(ctx: RequestContext, part: BatchPart, created: Map<string, string>, changeSet: boolean): Promise<ODataResponse> {
+    const headers: Record<string, string | string[] | undefined> = { ...part.headers, host: header(ctx.request, "host"), "x-forwarded-proto": header(ctx.request, "x-forwarded-proto") };
+    if (!headers["prefer"] && part.method !== "GET") delete headers["prefer"];
+    const url = partUrl(resolveReferences(part.url, created), this.rootPath);
+    const body = part.body === undefined ? undefined : resolveReferences(part.body, created);
+    const response = await this.process({ method: part.method, url, headers, body, inBatch: { changeSet } }, ctx.caller);
+    const location = response.headers["OData-EntityId"] ?? response.headers.Location;
+    if (location && response.status < 300) created.set(part.contentId ?? part.id, location);
+    return response;
+  }
+
   // ---------------------------------------------------------------- operations
 
   private async invokeOperation(ctx: RequestContext, op: OperationDefinition, segment: PathSegment, id: string | undefined, entity?: EntityModel): Promise<ODataResponse> {
@@ -1083,6 +1176,8 @@ export class ODataProcessor {
     }
   }
 }
+
+class ChangeSetFailure extends Error {}
 
 interface CreatedTree {
   entity: EntityModel;
