@@ -67,6 +67,8 @@ interface RequestContext {
   request: ODataRequest;
   query: string;
   method: string;
+  /** One serializer per entity for the whole answer. */
+  serializers?: Map<EntityModel, EntitySerializer>;
 }
 
 function header(req: ODataRequest, name: string): string | undefined {
@@ -586,7 +588,11 @@ export class ODataProcessor {
 
   /** A row as JSON with its expansions, recursively. */
   private serializeWithExpansions(ctx: RequestContext, entity: EntityModel, row: Row, select: readonly AttributeModel[], items: readonly ExpandItem[], lookupNames?: ReadonlyMap<string, string>): Record<string, unknown> {
-    const out = new EntitySerializer(entity, ctx.prefs).serialize(row, select, lookupNames);
+    const serializers = (ctx.serializers ??= new Map());
+    let serializer = serializers.get(entity);
+    if (!serializer) serializers.set(entity, (serializer = new EntitySerializer(entity, ctx.prefs)));
+    const out = serializer.serialize(row, select, lookupNames);
+    if (!items.length) return out;
     const expanded = (row as { [EXPANDED]?: Map<string, Expansion> })[EXPANDED];
     for (const item of items) {
       const e = expanded?.get(item.navigation.name);

@@ -14,6 +14,13 @@ export interface Dialect {
   readonly falseLiteral: string;
   /** Converts a parameter value to what the driver binds. */
   toParam(value: unknown): unknown;
+  /**
+   * `x IN (<values>)` with the whole list as one parameter, so long lists (a page of keys) keep one
+   * statement text, prepared once, whatever their length.
+   */
+  inArray(operand: string, param: string, edmType: string): string;
+  /** How a list is bound as that one parameter. */
+  arrayParam(values: unknown[]): unknown;
   /** Integer arithmetic in 64 bits, as SQLite does, so Int32 sums do not overflow on PostgreSQL. */
   widenInteger(x: string, integer: boolean): string;
   /** `a IS NOT DISTINCT FROM b` (null-safe equality) */
@@ -61,6 +68,8 @@ export const sqliteDialect: Dialect = {
   trueLiteral: "1",
   falseLiteral: "0",
   widenInteger: (x) => x,
+  inArray: (operand, param) => `${operand} IN (SELECT value FROM json_each(${param}))`,
+  arrayParam: (values) => JSON.stringify(values.map((v) => (typeof v === "boolean" ? (v ? 1 : 0) : v))),
   toParam(value) {
     if (typeof value === "boolean") return value ? 1 : 0;
     if (value instanceof Date) return value.toISOString();
@@ -124,6 +133,8 @@ export const postgresDialect: Dialect = {
     return value;
   },
   widenInteger: (x, integer) => (integer ? `CAST(${x} AS BIGINT)` : x),
+  inArray: (operand, param, edmType) => `${operand} = ANY(CAST(${param} AS ${edmType === "Edm.String" ? "TEXT" : (POSTGRES_PARAM_TYPES[edmType] ?? "TEXT")}[]))`,
+  arrayParam: (values) => values,
   nullSafeEquals: (a, b) => `(${a} IS NOT DISTINCT FROM ${b})`,
   nullSafeNotEquals: (a, b) => `(${a} IS DISTINCT FROM ${b})`,
   // Text columns use the "C" collation, so LIKE is case-sensitive and byte-ordered like SQLite, and a

@@ -19,6 +19,9 @@ export interface SelectPlan {
   after?: KeysetPosition;
 }
 
+/** Longer `in` lists of literals are bound as one array parameter. */
+const IN_LIST_AS_ARRAY = 16;
+
 /** Column alias of the linked row's id when a query follows a many-to-many navigation. */
 export const PARENT_COLUMN = "__parent";
 
@@ -94,8 +97,9 @@ export class SqlQueryCompiler {
   }
 
   private related(r: NonNullable<BoundQuery["relatedTo"]>): string {
-    const i = r.navigation.intersect!;
-    return `r.${this.q(i.sourceColumn)} IN (${r.ids.map((id) => this.dialect.typedParam(this.b.param(id), "Edm.Guid")).join(", ")})`;
+    const column = `r.${this.q(r.navigation.intersect!.sourceColumn)}`;
+    if (r.ids.length > IN_LIST_AS_ARRAY) return this.dialect.inArray(column, this.b.param(this.dialect.arrayParam(r.ids)), "Edm.Guid");
+    return `${column} IN (${r.ids.map((id) => this.dialect.typedParam(this.b.param(id), "Edm.Guid")).join(", ")})`;
   }
 
   private joinSql(): string {
@@ -179,7 +183,10 @@ export class SqlQueryCompiler {
         const operand = this.expr(e.operand);
         const nonNull = e.values.filter((v) => v.kind !== "constant" || v.value !== null);
         const parts: string[] = [];
-        if (nonNull.length) parts.push(`${operand} IN (${nonNull.map((v) => this.expr(v)).join(", ")})`);
+        const plainColumn = e.operand.kind === "property" && !e.operand.attribute.externalValues;
+        if (nonNull.length > IN_LIST_AS_ARRAY && plainColumn && nonNull.every((v) => v.kind === "constant")) {
+          parts.push(this.dialect.inArray(operand, this.b.param(this.dialect.arrayParam(nonNull.map((v) => (v as { value: unknown }).value))), e.operand.type));
+        } else if (nonNull.length) parts.push(`${operand} IN (${nonNull.map((v) => this.expr(v)).join(", ")})`);
         if (nonNull.length < e.values.length) parts.push(`${operand} IS NULL`);
         return `(${parts.join(" OR ")})`;
       }
