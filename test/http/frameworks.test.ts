@@ -1,0 +1,70 @@
+import type { AddressInfo } from "node:net";
+import { createServer, type Server } from "node:http";
+import express from "express";
+import Fastify from "fastify";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createService, type VirtualEntityService } from "../../src/index.js";
+
+/** The request handler plugs into node:http, Express (also after a JSON body parser) and Fastify. */
+describe("the request handler in node:http, Express and Fastify", () => {
+  let service: VirtualEntityService;
+  const servers: Server[] = [];
+  let closeFastify: (() => Promise<void>) | undefined;
+
+  beforeAll(async () => {
+    service = await createService({ database: ":memory:", security: "none" });
+    await service.defineEntity({ LogicalName: "new_note", PrimaryNameAttribute: "new_title", Attributes: [{ LogicalName: "new_title", AttributeType: "String", MaxLength: 100 }] });
+  });
+  afterAll(async () => {
+    for (const s of servers) await new Promise((r) => s.close(r));
+    await closeFastify?.();
+    await service.close();
+  });
+
+  const listen = async (server: Server) => {
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
+
+  async function roundTrip(base: string) {
+    const created = await fetch(`${base}/api/data/v9.2/new_notes`, { method: "POST", headers: { "Content-Type": "application/json", Prefer: "return=representation" }, body: JSON.stringify({ new_title: `via ${base}` }) });
+    expect(created.status).toBe(201);
+    const note = (await created.json()) as { new_noteid: string };
+    expect(created.headers.get("odata-entityid")).toBe(`${base}/api/data/v9.2/new_notes(${note.new_noteid})`);
+    const read = await fetch(`${base}/api/data/v9.2/new_notes(${note.new_noteid})?$select=new_title`);
+    expect(read.headers.get("odata-version")).toBe("4.0");
+    expect(((await read.json()) as { new_title: string }).new_title).toBe(`via ${base}`);
+    const bad = await fetch(`${base}/api/data/v9.2/new_notes?$filter=nope eq 1`);
+    expect(bad.status).toBe(400);
+  }
+
+  it("works as a node:http handler", async () => {
+    await roundTrip(await listen(createServer(service.handler)));
+  });
+
+  it("works as Express middleware, after express.json(), passing other routes on", async () => {
+    const app = express();
+    app.use(express.json());
+    app.get("/health", (_req, res) => {
+      res.send("ok");
+    });
+    app.use(service.handler);
+    const base = await listen(createServer(app));
+    await roundTrip(base);
+    expect(await (await fetch(`${base}/health`)).text()).toBe("ok");
+  });
+
+  it("works in Fastify through the raw request and reply", async () => {
+    const app = Fastify();
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser("*", (_req, _payload, done) => done(null, undefined));
+    app.all("/api/data/v9.2/*", (request, reply) => {
+      reply.hijack();
+      service.handler(request.raw, reply.raw);
+    });
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    closeFastify = () => app.close();
+    await roundTrip(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}`);
+  });
+});
