@@ -1,8 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createService, type VirtualEntityService } from "../../src/index.js";
-import { installLinkedInTalentHub } from "../../src/linkedin/talent-hub.js";
-import { SYSTEM_ADMINISTRATOR_ROLE_ID } from "../../src/security/security-model.js";
-import { APPLICATION_USER_NAME, HR_CLIENT_ID, LINKEDIN_CLIENT_ID, runWalkthrough, type WalkthroughResult } from "./walkthrough.js";
+import type { VirtualEntityService } from "../../src/index.js";
+import { runWalkthrough, startLocalService, type WalkthroughResult } from "./walkthrough.js";
 
 describe("the LinkedIn Talent Hub walkthrough over HTTP", () => {
   let service: VirtualEntityService;
@@ -11,19 +9,13 @@ describe("the LinkedIn Talent Hub walkthrough over HTTP", () => {
   const lines: string[] = [];
 
   beforeAll(async () => {
-    service = await createService({ database: ":memory:" });
-    await installLinkedInTalentHub(service);
-    const security = service.security!;
-    const admin = await security.addClient("walkthrough-admin", { roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] });
-    const linkedIn = await security.addClient(LINKEDIN_CLIENT_ID, { name: APPLICATION_USER_NAME });
-    const hr = await security.addClient(HR_CLIENT_ID, { name: "HR recruiter" });
-    const listening = await service.listen(0);
-    close = listening.close;
-    result = await runWalkthrough(listening.url.replace(/\/api\/data\/v9\.2\/$/, ""), { admin, linkedIn, hr }, (l) => lines.push(l));
+    const local = await startLocalService();
+    service = local.service;
+    close = local.close;
+    result = await runWalkthrough(local.base, local.credentials, (l) => lines.push(l));
   });
   afterAll(async () => {
     await close?.();
-    await service?.close();
   });
 
   it("hires the exported candidate into a worker carrying the five imported details", () => {

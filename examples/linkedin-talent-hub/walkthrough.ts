@@ -171,22 +171,40 @@ async function main() {
     });
     return;
   }
+  const local = await startLocalService();
+  try {
+    await runWalkthrough(local.base, local.credentials);
+  } finally {
+    await local.close();
+  }
+}
+
+/**
+ * An in-memory service with the integration installed, listening on a free port, and the three clients
+ * the walkthrough signs in with (registered through the library, as `vep clients add` does).
+ */
+export async function startLocalService() {
   const { createService } = await import("../../src/index.js");
   const { installLinkedInTalentHub } = await import("../../src/linkedin/talent-hub.js");
   const { SYSTEM_ADMINISTRATOR_ROLE_ID } = await import("../../src/security/security-model.js");
   const service = await createService({ database: ":memory:" });
   await installLinkedInTalentHub(service);
   const security = service.security!;
-  const admin = await security.addClient("walkthrough-admin", { roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] });
-  const linkedIn = await security.addClient(LINKEDIN_CLIENT_ID, { name: APPLICATION_USER_NAME });
-  const hr = await security.addClient(HR_CLIENT_ID, { name: "HR recruiter" });
+  const credentials: Credentials = {
+    admin: await security.addClient("walkthrough-admin", { roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] }),
+    linkedIn: await security.addClient(LINKEDIN_CLIENT_ID, { name: APPLICATION_USER_NAME }),
+    hr: await security.addClient(HR_CLIENT_ID, { name: "HR recruiter" }),
+  };
   const listening = await service.listen(0);
-  try {
-    await runWalkthrough(listening.url.replace(/\/api\/data\/v9\.2\/$/, ""), { admin, linkedIn, hr });
-  } finally {
-    await listening.close();
-    await service.close();
-  }
+  return {
+    service,
+    credentials,
+    base: listening.url.replace(/\/api\/data\/v9\.2\/$/, ""),
+    close: async () => {
+      await listening.close();
+      await service.close();
+    },
+  };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {

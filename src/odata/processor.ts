@@ -857,12 +857,7 @@ export class ODataProcessor {
     // Deep insert: the entity and the related ones nested in it, in one transaction.
     return provider.transaction(async () => {
       const created = await this.deepCreate(ctx, entity, body, "");
-      const row = created.row;
-      const id = row[entity.primaryId.logicalName] as string;
-      const location = this.entityId(ctx, entity, id);
-      const headers: Record<string, string> = { "OData-EntityId": location, Location: location };
-      const etag = etagOf(row);
-      if (etag) headers.ETag = etag;
+      const headers = this.createdHeaders(ctx, entity, created.row);
       if (!ctx.prefs.returnRepresentation) return { status: 204, headers: { "OData-Version": "4.0", ...headers } };
       const answer = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}/$entity`, ...this.serializeCreated(ctx, entity, created) };
       return this.json(201, answer, { ...headers, "Preference-Applied": "return=representation" });
@@ -941,13 +936,16 @@ export class ODataProcessor {
     const outcome = await provider.create(entity, values, await this.writeContext(ctx, entity));
     if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, outcome.message);
     if (outcome.status !== "ok") throw new ODataError(500, ErrorCodes.internal, "The record could not be created");
-    const row = outcome.row;
-    const id = row[entity.primaryId.logicalName] as string;
-    const location = this.entityId(ctx, entity, id);
+    return this.representation(ctx, entity, outcome.row, representationStatus, this.createdHeaders(ctx, entity, outcome.row));
+  }
+
+  /** OData-EntityId and Location (the GUID form, as Dataverse) and the ETag of a created row. */
+  private createdHeaders(ctx: RequestContext, entity: EntityModel, row: Row): Record<string, string> {
+    const location = this.entityId(ctx, entity, row[entity.primaryId.logicalName] as string);
     const headers: Record<string, string> = { "OData-EntityId": location, Location: location };
     const etag = etagOf(row);
     if (etag) headers.ETag = etag;
-    return this.representation(ctx, entity, row, representationStatus, headers);
+    return headers;
   }
 
   private async representation(ctx: RequestContext, entity: EntityModel, row: Row, status: number, headers: Record<string, string>): Promise<ODataResponse> {
