@@ -63,6 +63,7 @@ export class VirtualEntityService {
   ) {
     this.providers = new ProviderRegistry(sqlProvider);
     if (security) {
+      for (const [entity, hooks] of security.hooks()) this.operations.hooks.set(entity, hooks);
       this.operations.register(security.addPrivilegesRoleAction());
       this.operations.register(security.removePrivilegeRoleAction());
       this.operations.register(security.whoAmIFunction());

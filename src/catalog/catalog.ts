@@ -220,6 +220,7 @@ export class VirtualEntityCatalog {
       parameters: [],
       returns: { kind: "entity", entity: CATALOG_ENTITY },
       requiredPrivileges: () => [privilegeName("Write", CATALOG_ENTITY)],
+      changesSchema: true,
       handler: async ({ binding }) => {
         const physicalName = binding!.row.physicalname as string;
         await this.generateOrRefresh(physicalName);

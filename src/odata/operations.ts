@@ -49,6 +49,8 @@ export interface OperationDefinition<Caller = unknown> {
   returns?: OperationType;
   /** Privileges a caller needs beyond Read on the bound entity (checked before the handler runs). */
   requiredPrivileges?: (model: Model) => string[];
+  /** Changes tables and metadata (Generate/refresh): it cannot join a change set's transaction. */
+  changesSchema?: boolean;
   handler: (context: OperationContext<Caller>) => Promise<OperationResult>;
 }
 

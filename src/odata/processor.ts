@@ -846,7 +846,7 @@ export class ODataProcessor {
     this.acceptsJson(ctx);
     parseQueryOptions(ctx.query, new Set(["$select"]));
     const body = this.readJsonBody(ctx);
-    await this.require(ctx, [this.priv("Create", entity)]);
+    await this.require(ctx, [this.priv("Create", entity), ...this.representationPrivileges(ctx, entity)]);
     if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
     if (!Object.keys(body).some((k) => entity.navigations.has(k))) {
       const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
@@ -867,7 +867,7 @@ export class ODataProcessor {
   /** Creates a record and the records nested in its payload, depth first; returns them all. */
   private async deepCreate(ctx: RequestContext, entity: EntityModel, body: Record<string, unknown>, path: string): Promise<CreatedTree> {
     const provider = this.options.providers.for(entity);
-    await this.require(ctx, [this.priv("Create", entity)]);
+    await this.require(ctx, [this.priv("Create", entity), ...this.representationPrivileges(ctx, entity)]);
     if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
     const flat: Record<string, unknown> = {};
     const nested: [NavigationModel, unknown][] = [];
@@ -960,6 +960,11 @@ export class ODataProcessor {
     return this.json(status, body, { ...headers, "Preference-Applied": applied.join(",") });
   }
 
+  /** Returning the written record is reading it: checked before anything is written. */
+  private representationPrivileges(ctx: RequestContext, entity: EntityModel): string[] {
+    return ctx.prefs.returnRepresentation ? [this.priv("Read", entity)] : [];
+  }
+
   private expectedVersion(ctx: RequestContext): { version?: number; mustExist: boolean } {
     const ifMatch = header(ctx.request, "if-match");
     if (ifMatch === undefined) return { mustExist: false };
@@ -1007,7 +1012,7 @@ export class ODataProcessor {
     const existing = await provider.retrieve(entity, id, [entity.primaryId]);
     if (!existing) {
       if (mustExist) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
-      await this.require(ctx, [this.priv("Create", entity)]);
+      await this.require(ctx, [this.priv("Create", entity), ...this.representationPrivileges(ctx, entity)]);
       if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
       const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
       await this.require(ctx, privileges);
@@ -1015,7 +1020,7 @@ export class ODataProcessor {
       return this.finishCreate(ctx, entity, provider, this.withDefaults(entity, { ...values, [entity.primaryId.logicalName]: id }), 201);
     }
     if (createOnly) throw preconditionFailed(`A record with id ${id} already exists in ${entity.logicalName}`);
-    await this.require(ctx, [this.priv("Write", entity)]);
+    await this.require(ctx, [this.priv("Write", entity), ...this.representationPrivileges(ctx, entity)]);
     if (!provider.capabilities(entity).update) throw notImplemented(`The data provider of ${entity.logicalName} does not support updating records`);
     const { values, privileges } = await this.preparePayload(ctx, entity, body, "update");
     await this.require(ctx, privileges);
@@ -1121,7 +1126,10 @@ export class ODataProcessor {
     if (!headers["prefer"] && part.method !== "GET") delete headers["prefer"];
     const url = partUrl(resolveReferences(part.url, created), this.rootPath);
     const body = part.body === undefined ? undefined : resolveReferences(part.body, created);
-    const response = await this.process({ method: part.method, url, headers, body, inBatch: { changeSet } }, ctx.caller);
+    // A part that names another caller is authenticated with the batch's token and its own impersonation headers.
+    const impersonates = part.headers["mscrmcallerid"] !== undefined || part.headers["callerobjectid"] !== undefined;
+    if (impersonates) headers["authorization"] = header(ctx.request, "authorization");
+    const response = await this.process({ method: part.method, url, headers, body, inBatch: { changeSet } }, impersonates ? undefined : ctx.caller);
     const location = response.headers["OData-EntityId"] ?? response.headers.Location;
     if (location && response.status < 300) created.set(part.contentId ?? part.id, location);
     return response;
@@ -1155,6 +1163,7 @@ export class ODataProcessor {
     if (entity) privileges.push(this.priv("Read", entity));
     privileges.push(...(op.requiredPrivileges?.(ctx.model) ?? []));
     await this.require(ctx, privileges);
+    if (op.changesSchema && ctx.request.inBatch?.changeSet) throw notImplemented(`The action '${op.name}' changes the schema and cannot run inside a change set; send it outside one`);
     let binding: { entity: EntityModel; id: string; row: Row } | undefined;
     if (entity && id) {
       const row = await this.options.providers.for(entity).retrieve(entity, id, [...entity.attributes.values()]);

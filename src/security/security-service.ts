@@ -4,7 +4,7 @@ import { createRemoteJWKSet, importJWK, jwtVerify, SignJWT, decodeJwt, type JWK,
 import type { EntityModel, Model, NavigationModel } from "../metadata/model.js";
 import type { MetadataService } from "../metadata/metadata-service.js";
 import { ErrorCodes, ODataError, badRequest, forbidden, notFound } from "../odata/errors.js";
-import type { OperationDefinition } from "../odata/operations.js";
+import type { EntityHooks, OperationDefinition } from "../odata/operations.js";
 import type { WriteContext } from "../providers/data-provider.js";
 import type { Store } from "../store/store.js";
 import { METADATA_PRIVILEGES, privilegeName, RIGHTS, type Caller, type RequestCredentials, type SecurityPolicy } from "./access.js";
@@ -171,9 +171,34 @@ export class SecurityService implements SecurityPolicy {
 
   // ------------------------------------------------------------------ authorization
 
+  /** The user's roles that still exist (a deleted role grants nothing, whatever links are left). */
   async rolesOf(userId: string): Promise<string[]> {
-    const rows = await this.store.executor.query<{ roleid: string }>(`SELECT ${this.q("roleid")} FROM ${this.q("systemuserroles")} WHERE ${this.q("systemuserid")} = ${this.p(1, "Edm.Guid")}`, [userId]);
+    const role = this.model.entity(ROLE)!;
+    const rows = await this.store.executor.query<{ roleid: string }>(
+      `SELECT ur.${this.q("roleid")} AS ${this.q("roleid")} FROM ${this.q("systemuserroles")} ur JOIN ${this.q(role.table)} r ON r.${this.q(role.primaryId.column)} = ur.${this.q("roleid")} WHERE ur.${this.q("systemuserid")} = ${this.p(1, "Edm.Guid")}`,
+      [userId],
+    );
     return rows.map((r) => String(r.roleid).toLowerCase());
+  }
+
+  /** Write hooks of the security entities: the built-in role stays, privileges are read-only, links go with their role. */
+  hooks(): Map<string, EntityHooks> {
+    const readOnly = (what: string) => async () => {
+      throw new ODataError(405, ErrorCodes.methodNotAllowed, `${what} are read-only: they are created with the entities they protect`, { Allow: "GET" });
+    };
+    return new Map<string, EntityHooks>([
+      [PRIVILEGE, { beforeCreate: readOnly("Privileges"), update: readOnly("Privileges"), beforeDelete: readOnly("Privileges") }],
+      [
+        ROLE,
+        {
+          beforeDelete: async (id) => {
+            if (id === SYSTEM_ADMINISTRATOR_ROLE_ID) throw forbidden(`The built-in ${SYSTEM_ADMINISTRATOR_ROLE} role cannot be deleted`);
+            await this.store.executor.execute(`DELETE FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} WHERE ${this.q("roleid")} = ${this.p(1, "Edm.Guid")}`, [id]);
+            await this.store.executor.execute(`DELETE FROM ${this.q("systemuserroles")} WHERE ${this.q("roleid")} = ${this.p(1, "Edm.Guid")}`, [id]);
+          },
+        },
+      ],
+    ]);
   }
 
   /** The caller's privileges among `names` (all of them for a System Administrator). */
@@ -390,12 +415,22 @@ export class SecurityService implements SecurityPolicy {
   /** Throttles a client after repeated failures; the window slides. */
   private throttled(clientId: string): number {
     const now = Date.now();
-    if (this.failures.size > 10_000) this.failures.clear(); // bounded memory under a spray of client ids
+    if (this.failures.size > 10_000) this.evictFailures(now);
     const windowMs = (this.options.throttleWindowSeconds ?? 60) * 1000;
     const recent = (this.failures.get(clientId) ?? []).filter((t) => now - t < windowMs);
     this.failures.set(clientId, recent);
     if (recent.length >= (this.options.maxFailures ?? 5)) return Math.ceil((recent[0]! + windowMs - now) / 1000);
     return 0;
+  }
+
+  /** Bounded memory under a spray of client ids: expired records go first, then the oldest. */
+  private evictFailures(now: number): void {
+    const windowMs = (this.options.throttleWindowSeconds ?? 60) * 1000;
+    for (const [id, times] of this.failures) if (!times.length || now - times[times.length - 1]! >= windowMs) this.failures.delete(id);
+    for (const id of this.failures.keys()) {
+      if (this.failures.size <= 10_000) break;
+      this.failures.delete(id);
+    }
   }
 
   /** OAuth 2.0 client-credentials grant. Returns the token response or an RFC 6749 error. */
@@ -435,12 +470,12 @@ export class SecurityService implements SecurityPolicy {
       boundTo: ROLE,
       parameters: [{ name: "Privileges", type: { kind: "complex", name: "RolePrivilege" } }],
       requiredPrivileges: () => [privilegeName("Write", ROLE)],
-      handler: async ({ binding, parameters }) => {
+      handler: async ({ binding, parameters, caller }) => {
         await this.pendingSync;
         const list = parameters.Privileges;
         if (!Array.isArray(list) || list.length === 0) throw badRequest("Privileges must be a non-empty array of {PrivilegeId, Depth}");
         const privilege = this.model.entity(PRIVILEGE)!;
-        const grants: { id: string; depth: Depth }[] = [];
+        const grants: { id: string; name: string; depth: Depth }[] = [];
         for (const [i, item] of list.entries()) {
           if (!item || typeof item !== "object") throw badRequest(`Privileges[${i}] must be an object`);
           const { PrivilegeId, PrivilegeName, Depth: depth } = item as Record<string, unknown>;
@@ -457,8 +492,12 @@ export class SecurityService implements SecurityPolicy {
           if (depth !== "Global" && (!owner || owner.def.OwnershipType !== "UserOwned")) {
             throw badRequest(`Privileges[${i}]: ${row.name} is for an organization-owned entity (or the organization) and takes Depth Global only`);
           }
-          grants.push({ id: String(row.privilegeid).toLowerCase(), depth: depth as Depth });
+          grants.push({ id: String(row.privilegeid).toLowerCase(), name: row.name, depth: depth as Depth });
         }
+        // No escalation: a caller grants only privileges it holds itself.
+        const held = await this.heldPrivileges(caller.userId, grants.map((g) => g.name));
+        const missing = grants.find((g) => !held.has(g.name));
+        if (missing) throw forbidden(`Principal user (Id=${caller.userId}) cannot grant ${missing.name}, which it does not hold`);
         await this.store.executor.transaction(async (tx) => {
           const t = this.q(ROLE_PRIVILEGE_TABLE.name);
           for (const g of grants) {

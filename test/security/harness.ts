@@ -84,7 +84,7 @@ export async function created(r: Promise<Response>): Promise<string> {
 
 /** Expects a 403 whose message names the missing privilege and the caller. */
 export function expectMissingPrivilege(r: Response, privilege: string, userId: string): void {
-  expect(r.status, `${privilege} missing: ${r.body}`).toBe(403);
+  expect(r.status, `${privilege} missing: ${(r.body ?? "").slice(0, 300)}`).toBe(403);
   const message = json(r).error?.message as string;
   expect(message).toContain(privilege);
   expect(message.toLowerCase()).toContain(userId.toLowerCase());
