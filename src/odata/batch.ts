@@ -14,7 +14,7 @@ export interface BatchPart {
   body?: string;
   group?: string;
   dependsOn: string[];
-  /** Content-ID of multipart parts, for `$1` references. */
+  /** What `$<id>` references name: the Content-ID of a multipart part, the id of a JSON request. */
   contentId?: string;
 }
 
@@ -155,7 +155,7 @@ export function parseBatch(contentType: string, body: string): ParsedBatch {
         headers["content-type"] ??= "application/json";
       }
       ids.add(req.id);
-      parts.push({ id: req.id, method: req.method.toUpperCase(), url: req.url, headers, body: bodyText, group: group ? `group:${group}` : undefined, dependsOn: dependsOn as string[] });
+      parts.push({ id: req.id, method: req.method.toUpperCase(), url: req.url, headers, body: bodyText, group: group ? `group:${group}` : undefined, dependsOn: dependsOn as string[], contentId: req.id });
     }
     return { format: "json", parts };
   }

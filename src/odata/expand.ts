@@ -56,10 +56,10 @@ export function bindExpand(entity: EntityModel, text: string, aliases: AliasValu
   if (text.trim() === "") throw badRequest("$expand must not be empty");
   const items: ExpandItem[] = [];
   for (const { part, pos } of splitTopLevel(text, ",", "$expand")) {
+    if (/^\s*\*/.test(part)) throw notImplemented("$expand=* is not supported; name the navigation properties");
     const m = /^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\((.*)\))?\s*$/s.exec(part);
     if (!m) throw badRequest(`Syntax error in $expand at position ${pos}: '${part.trim()}' is not a navigation property with options`);
     const name = m[1]!;
-    if (name === "*") throw notImplemented("$expand=* is not supported; name the navigation properties");
     const navigation = entity.navigations.get(name);
     if (!navigation) {
       const hint = entity.properties.has(name) || entity.attributes.has(name) ? " (it is a structural property; use $select)" : "";

@@ -395,6 +395,7 @@ export class ODataProcessor {
     // $ref: links between records.
     const targetProvider = this.options.providers.for(nav.target);
     const linkPrivileges = [this.priv("Append", entity), this.priv("AppendTo", nav.target)];
+    if (ctx.method === "GET") return this.getReferences(ctx, entity, provider, id, nav);
     if (!(await provider.retrieve(entity, id, [entity.primaryId]))) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
     if (nav.kind === "single") {
       if (segment.args !== undefined) throw badRequest(`'${nav.name}' is single-valued and takes no key`);
@@ -425,6 +426,29 @@ export class ODataProcessor {
       return this.link(ctx, entity, provider, targetProvider, id, nav, targetId, false, linkPrivileges);
     }
     throw methodNotAllowed(ctx.method, `${nav.name}/$ref`, ["POST", "DELETE"]);
+  }
+
+  /** `GET set(id)/nav/$ref`: the related records' ids as `@odata.id` URLs. */
+  private async getReferences(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, nav: NavigationModel): Promise<ODataResponse> {
+    this.acceptsJson(ctx);
+    parseQueryOptions(ctx.query, new Set(["$filter", "$orderby", "$top", "$skip"]));
+    await this.require(ctx, [this.priv("Read", entity), this.priv("Read", nav.target)]);
+    const row = await provider.retrieve(entity, id, nav.kind === "single" ? [entity.primaryId, nav.lookup!] : [entity.primaryId]);
+    if (!row) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+    const url = (targetId: string) => `${ctx.root}/${nav.target.entitySetName}(${targetId})`;
+    if (nav.kind === "single") {
+      const targetId = row[nav.lookup!.logicalName] as string | null;
+      if (!targetId) return { status: 204, headers: { "OData-Version": "4.0" } };
+      return this.json(200, { "@odata.context": `${ctx.root}/$metadata#$ref`, "@odata.id": url(targetId) });
+    }
+    const options = parseQueryOptions(ctx.query, new Set(["$filter", "$orderby", "$top", "$skip"]));
+    const query = this.bindCollectionQuery(ctx, nav.target, options);
+    query.select = [nav.target.primaryId];
+    restrictToRelated(query, nav, [id]);
+    const targetProvider = this.options.providers.for(nav.target);
+    this.checkSupported(targetProvider, query);
+    const { rows } = await targetProvider.retrieveMultiple({ query, pageSize: query.top ?? this.maxPageSize });
+    return this.json(200, { "@odata.context": `${ctx.root}/$metadata#Collection($ref)`, value: rows.map((r) => ({ "@odata.id": url(r[nav.target.primaryId.logicalName] as string) })) });
   }
 
   private async writeLookup(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, nav: NavigationModel, targetId: string | null): Promise<ODataResponse> {
@@ -599,11 +623,11 @@ export class ODataProcessor {
       if (!e) continue;
       const target = item.navigation.target;
       if (item.navigation.kind === "single") {
-        out[item.navigation.name] = e.row ? this.serializeWithExpansions(ctx, target, e.row, item.select, item.expand) : null;
+        out[item.navigation.name] = e.row ? this.serializeWithExpansions(ctx, target, e.row, item.select, item.expand, lookupNames) : null;
         continue;
       }
       if (e.count !== undefined) out[`${item.navigation.name}@odata.count`] = e.count;
-      out[item.navigation.name] = (e.rows ?? []).map((r) => this.serializeWithExpansions(ctx, target, r, item.select, item.expand));
+      out[item.navigation.name] = (e.rows ?? []).map((r) => this.serializeWithExpansions(ctx, target, r, item.select, item.expand, lookupNames));
       if (e.nextLink) out[`${item.navigation.name}@odata.nextLink`] = e.nextLink;
     }
     return out;
@@ -644,7 +668,7 @@ export class ODataProcessor {
     const more = result.next !== undefined && returned + result.rows.length < remaining + returned;
     await this.expandRows(ctx, entity, result.rows, expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
-    const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, query.select, result.rows) : undefined;
+    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, query.select, result.rows, expand) : undefined;
     const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}` };
     if (count !== undefined) body["@odata.count"] = count;
     body.value = result.rows.map((r) => this.serializeWithExpansions(ctx, entity, r, query.select, expand, lookupNames));
@@ -673,9 +697,21 @@ export class ODataProcessor {
     return parts.length ? `(${parts.join(",")})` : "";
   }
 
+  /** Primary names for the lookups of a page and of every expanded level below it. */
+  private async allLookupNames(entity: EntityModel, select: readonly AttributeModel[], rows: Row[], expand: readonly ExpandItem[], names = new Map<string, string>()): Promise<Map<string, string>> {
+    await this.lookupNames(entity, select, rows, names);
+    for (const item of expand) {
+      const expanded = rows.flatMap((r) => {
+        const e = (r as { [EXPANDED]?: Map<string, Expansion> })[EXPANDED]?.get(item.navigation.name);
+        return e?.row ? [e.row] : (e?.rows ?? []);
+      });
+      if (expanded.length) await this.allLookupNames(item.navigation.target, item.select, expanded, item.expand, names);
+    }
+    return names;
+  }
+
   /** Primary names of the rows the page's lookups point at, for their formatted values. One query per lookup. */
-  private async lookupNames(entity: EntityModel, select: readonly AttributeModel[], rows: Row[]): Promise<Map<string, string>> {
-    const names = new Map<string, string>();
+  private async lookupNames(entity: EntityModel, select: readonly AttributeModel[], rows: Row[], names = new Map<string, string>()): Promise<Map<string, string>> {
     for (const a of select) {
       if (a.type !== "Lookup" || !a.navigation) continue;
       const target = a.navigation.target;
@@ -717,7 +753,7 @@ export class ODataProcessor {
     }
     await this.expandRows(ctx, entity, [row], expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
-    const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, select, [row]) : undefined;
+    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, select, [row], expand) : undefined;
     const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}/$entity`, ...this.serializeWithExpansions(ctx, entity, row, select, expand, lookupNames) };
     return this.json(200, body, etag ? { ETag: etag } : {});
   }
@@ -815,6 +851,7 @@ export class ODataProcessor {
       const targetProvider = this.options.providers.for(nav.target);
       const id = await this.resolveKey(ctx, nav.target, targetProvider, m[2]!).catch((e) => {
         if (e instanceof ODataError && e.status === 404) throw validationError(`'${navName}@odata.bind': ${nav.target.logicalName} with id ${m[2]} does not exist`);
+        if (e instanceof ODataError && e.status === 400) throw validationError(`'${navName}@odata.bind': ${e.message}`);
         throw e;
       });
       const exists = await targetProvider.retrieve(nav.target, id, [nav.target.primaryId]);
@@ -1041,11 +1078,31 @@ export class ODataProcessor {
     await this.require(ctx, [this.priv("Delete", entity)]);
     if (!provider.capabilities(entity).delete) throw notImplemented(`The data provider of ${entity.logicalName} does not support deleting records`);
     const { version } = this.expectedVersion(ctx);
-    await this.options.operations.hooks.get(entity.logicalName)?.beforeDelete?.(id);
-    const outcome = await provider.delete(entity, id, version);
-    if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
-    if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed since it was read; nothing was deleted`);
-    return { status: 204, headers: { "OData-Version": "4.0" } };
+    // The record goes with its links (Dataverse's RemoveLink): lookups to it are cleared, many-to-many rows deleted.
+    return provider.transaction(async () => {
+      await this.options.operations.hooks.get(entity.logicalName)?.beforeDelete?.(id);
+      const outcome = await provider.delete(entity, id, version);
+      if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+      if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed since it was read; nothing was deleted`);
+      await this.removeLinks(ctx, entity, provider, id);
+      return { status: 204, headers: { "OData-Version": "4.0" } };
+    });
+  }
+
+  private async removeLinks(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string): Promise<void> {
+    for (const nav of entity.navigations.values()) {
+      if (nav.kind !== "collection") continue;
+      const targetProvider = this.options.providers.for(nav.target);
+      if (nav.intersect) {
+        const query: BoundQuery = { entity: nav.target, orderBy: [], select: [nav.target.primaryId], count: false, expand: [] };
+        restrictToRelated(query, nav, [id]);
+        if (!provider.capabilities(entity).navigationFilter || !provider.disassociate) continue;
+        for (const r of await this.fetchAll(targetProvider, query)) await provider.disassociate(nav, id, r[nav.target.primaryId.logicalName] as string);
+        continue;
+      }
+      const children = await this.fetchAll(targetProvider, { entity: nav.target, filter: inFilter(nav.lookup!, [id]), orderBy: [], select: [nav.target.primaryId], count: false, expand: [] });
+      for (const c of children) await targetProvider.update(nav.target, c[nav.target.primaryId.logicalName] as string, { [nav.lookup!.logicalName]: null }, undefined, await this.writeContext(ctx, nav.target));
+    }
   }
 
   // ---------------------------------------------------------------- $batch
@@ -1131,7 +1188,7 @@ export class ODataProcessor {
     if (impersonates) headers["authorization"] = header(ctx.request, "authorization");
     const response = await this.process({ method: part.method, url, headers, body, inBatch: { changeSet } }, impersonates ? undefined : ctx.caller);
     const location = response.headers["OData-EntityId"] ?? response.headers.Location;
-    if (location && response.status < 300) created.set(part.contentId ?? part.id, location);
+    if (location && response.status < 300 && part.contentId !== undefined) created.set(part.contentId, location);
     return response;
   }
 

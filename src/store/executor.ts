@@ -45,3 +45,21 @@ export class AsyncLock {
     }
   }
 }
+
+/**
+ * Runs one statement so that its failure (a unique violation the caller handles) leaves the enclosing
+ * transaction usable: PostgreSQL aborts a transaction on any error unless a savepoint contains it.
+ */
+export async function contained<T>(executor: SqlExecutor, work: () => Promise<T>): Promise<T> {
+  if (executor.dialect.name !== "postgres" || !executor.inTransaction) return work();
+  await executor.execute("SAVEPOINT vep_statement");
+  try {
+    const result = await work();
+    await executor.execute("RELEASE SAVEPOINT vep_statement");
+    return result;
+  } catch (e) {
+    await executor.execute("ROLLBACK TO SAVEPOINT vep_statement");
+    await executor.execute("RELEASE SAVEPOINT vep_statement");
+    throw e;
+  }
+}

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
 import type { DataProvider, ProviderCapabilities, RetrieveMultipleRequest, RetrieveMultipleResult, Row, WriteContext, WriteOutcome } from "../providers/data-provider.js";
-import type { SqlExecutor } from "./executor.js";
+import { contained, type SqlExecutor } from "./executor.js";
 import { PARENT_COLUMN, SqlQueryCompiler, fromStore, orderAlias } from "./sql-compiler.js";
 
 /** The built-in provider's id: rows in the SQL store (SQLite or PostgreSQL) the service opened. */
@@ -110,7 +110,7 @@ export class SqlDataProvider implements DataProvider {
       const params = attrs.map((a) => this.toParam(a, row[a.logicalName]));
       const placeholders = attrs.map((a, i) => this.param(i + 1, storedType(a))).join(", ");
       try {
-        await tx.execute(`INSERT INTO ${this.q(entity.table)} (${cols}) VALUES (${placeholders})`, params);
+        await contained(tx, () => tx.execute(`INSERT INTO ${this.q(entity.table)} (${cols}) VALUES (${placeholders})`, params));
       } catch (e) {
         if (isUniqueViolation(e)) return { status: "conflict", message: describeUnique(entity, e) };
         throw e;
@@ -148,7 +148,7 @@ export class SqlDataProvider implements DataProvider {
       }
       let changes: number;
       try {
-        ({ changes } = await tx.execute(`UPDATE ${this.q(entity.table)} SET ${sets.join(", ")} WHERE ${where}`, params));
+        ({ changes } = await contained(tx, () => tx.execute(`UPDATE ${this.q(entity.table)} SET ${sets.join(", ")} WHERE ${where}`, params)));
       } catch (e) {
         if (isUniqueViolation(e)) return { status: "conflict", message: describeUnique(entity, e) };
         throw e;
@@ -185,7 +185,9 @@ export class SqlDataProvider implements DataProvider {
     const d = this.executor.dialect;
     const p = (n: number) => d.typedParam(d.placeholder(n), "Edm.Guid");
     try {
-      await this.executor.execute(`INSERT INTO ${this.q(i.table)} (${this.q(`${i.table}id`)}, ${this.q(i.sourceColumn)}, ${this.q(i.targetColumn)}) VALUES (${p(1)}, ${p(2)}, ${p(3)})`, [randomUUID(), sourceId, targetId]);
+      await this.executor.transaction((tx) =>
+        contained(tx, () => tx.execute(`INSERT INTO ${this.q(i.table)} (${this.q(`${i.table}id`)}, ${this.q(i.sourceColumn)}, ${this.q(i.targetColumn)}) VALUES (${p(1)}, ${p(2)}, ${p(3)})`, [randomUUID(), sourceId, targetId])),
+      );
       return "created";
     } catch (e) {
       if (isUniqueViolation(e)) return "exists";
@@ -228,7 +230,9 @@ export function formatAutoNumber(format: string, value: number): string {
 }
 
 function describeUnique(entity: EntityModel, e: unknown): string {
-  const message = (e as Error).message ?? "";
+  // PostgreSQL names the key in `detail` (Key ("CandidateId")=(…)); SQLite in the message (table.column).
+  const err = e as { message?: string; detail?: string; constraint?: string };
+  const message = `${err.message ?? ""} ${err.detail ?? ""} ${err.constraint ?? ""}`;
   const attr = [...entity.attributes.values()].find((a) => message.includes(`.${a.column}`) || message.includes(`(${a.column})`) || message.includes(`"${a.column}"`));
   if (attr?.isPrimaryId) return `A record with the same ${attr.logicalName} already exists in ${entity.logicalName}`;
   const key = entity.keys.find((k) => k.attributes.some((a) => message.includes(a.column)));
