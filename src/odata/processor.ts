@@ -885,7 +885,8 @@ export class ODataProcessor {
     const body = this.readJsonBody(ctx);
     await this.require(ctx, [this.priv("Create", entity), ...this.representationPrivileges(ctx, entity)]);
     if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
-    if (!Object.keys(body).some((k) => entity.navigations.has(k))) {
+    const collectionBind = (k: string) => k.endsWith("@odata.bind") && Array.isArray(body[k]);
+    if (!Object.keys(body).some((k) => entity.navigations.has(k) || collectionBind(k))) {
       const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
       await this.require(ctx, privileges);
       await this.options.operations.hooks.get(entity.logicalName)?.beforeCreate?.(values);
@@ -908,9 +909,12 @@ export class ODataProcessor {
     if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
     const flat: Record<string, unknown> = {};
     const nested: [NavigationModel, unknown][] = [];
+    const bound: [NavigationModel, unknown[]][] = [];
     for (const [k, v] of Object.entries(body)) {
       const nav = entity.navigations.get(k);
+      const bindOf = k.endsWith("@odata.bind") ? entity.navigations.get(k.slice(0, -"@odata.bind".length)) : undefined;
       if (nav) nested.push([nav, v]);
+      else if (bindOf?.kind === "collection" && Array.isArray(v)) bound.push([bindOf, v]);
       else flat[k] = v;
     }
     const children: CreatedTree["children"] = new Map();
@@ -953,6 +957,17 @@ export class ODataProcessor {
         list.push(child);
       }
       children.set(nav.name, list);
+    }
+    // Existing records bound through a collection-valued navigation: linked to the new one.
+    for (const [nav, refs] of bound) {
+      const targetProvider = this.options.providers.for(nav.target);
+      for (const [i, ref] of refs.entries()) {
+        const targetId = await this.referencedId(ctx, nav, ref).catch((e: unknown) => {
+          if (e instanceof ODataError && e.status < 500) throw validationError(`'${path}${nav.name}@odata.bind'[${i}]: ${e.message}`);
+          throw e;
+        });
+        await this.link(ctx, entity, provider, targetProvider, id, nav, targetId, true, [this.priv("Append", entity), this.priv("AppendTo", nav.target)]);
+      }
     }
     return { entity, row: outcome.row, children };
   }

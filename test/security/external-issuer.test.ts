@@ -2,6 +2,8 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { randomUUID } from "node:crypto";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
+
+type SigningKey = Awaited<ReturnType<typeof generateKeyPair>>["privateKey"];
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createService, type VirtualEntityService } from "../../src/index.js";
 import { SYSTEM_ADMINISTRATOR_ROLE_ID } from "../../src/security/security-model.js";
@@ -12,8 +14,8 @@ describe("tokens from a trusted outside issuer", () => {
   const ISSUER = "https://login.microsoftonline.com/00000000-0000-0000-0000-0000000000aa/v2.0";
   const AUDIENCE = "api://virtual-entity-provider";
   const JWKS_ISSUER = "https://sts.example.test/";
-  let privateKey: CryptoKey;
-  let otherKey: CryptoKey;
+  let privateKey: SigningKey;
+  let otherKey: SigningKey;
   let publicJwk: JWK;
   let jwksServer: Server;
   let service: VirtualEntityService;
@@ -22,7 +24,7 @@ describe("tokens from a trusted outside issuer", () => {
   let appUserId = "";
   let userId = "";
 
-  const sign = (claims: Record<string, unknown>, options: { key?: CryptoKey; issuer?: string; audience?: string; kid?: string } = {}) =>
+  const sign = (claims: Record<string, unknown>, options: { key?: SigningKey; issuer?: string; audience?: string; kid?: string } = {}) =>
     new SignJWT(claims)
       .setProtectedHeader({ alg: "RS256", kid: options.kid ?? "k1" })
       .setIssuer(options.issuer ?? ISSUER)
@@ -34,8 +36,8 @@ describe("tokens from a trusted outside issuer", () => {
 
   beforeAll(async () => {
     const pair = await generateKeyPair("RS256");
-    privateKey = pair.privateKey as CryptoKey;
-    otherKey = (await generateKeyPair("RS256")).privateKey as CryptoKey;
+    privateKey = pair.privateKey as SigningKey;
+    otherKey = (await generateKeyPair("RS256")).privateKey as SigningKey;
     publicJwk = { ...(await exportJWK(pair.publicKey)), kid: "k1", alg: "RS256" };
     jwksServer = createServer((_req, res) => {
       res.setHeader("Content-Type", "application/json");
