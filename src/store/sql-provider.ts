@@ -19,6 +19,9 @@ const CAPABILITIES: ProviderCapabilities = {
   transactions: true,
 };
 
+/** SQL of reads by key, per entity (dropped with the model that holds the entity) and column list. */
+const retrieveSql = new WeakMap<EntityModel, Map<string, string>>();
+
 /** Where auto-numbers come from; one row per numbered attribute, advanced inside the writing transaction. */
 export const SEQUENCE_TABLE = "vep_sequence";
 
@@ -79,8 +82,16 @@ export class SqlDataProvider implements DataProvider {
   }
 
   async retrieve(entity: EntityModel, id: string, select: readonly AttributeModel[]): Promise<Row | undefined> {
-    const cols = select.map((a) => `${this.q(a.column)} AS ${this.q(a.logicalName)}`).join(", ");
-    const sql = `SELECT ${cols} FROM ${this.q(entity.table)} WHERE ${this.q(entity.primaryId.column)} = ${this.param(1, "Edm.Guid")}`;
+    // Reads by key are the hot path: their SQL is built once per entity and column list.
+    let byColumns = retrieveSql.get(entity);
+    if (!byColumns) retrieveSql.set(entity, (byColumns = new Map()));
+    const key = select.map((a) => a.logicalName).join(",");
+    let sql = byColumns.get(key);
+    if (!sql) {
+      const cols = select.map((a) => `${this.q(a.column)} AS ${this.q(a.logicalName)}`).join(", ");
+      sql = `SELECT ${cols} FROM ${this.q(entity.table)} WHERE ${this.q(entity.primaryId.column)} = ${this.param(1, "Edm.Guid")}`;
+      if (byColumns.size < 64) byColumns.set(key, sql);
+    }
     const [raw] = await this.executor.query<Record<string, unknown>>(sql, [id]);
     return raw ? this.toRow(entity, select, raw) : undefined;
   }
