@@ -3,7 +3,7 @@ import { promisify } from "node:util";
 import { createRemoteJWKSet, importJWK, jwtVerify, SignJWT, decodeJwt, type JWK, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import type { EntityModel, Model, NavigationModel } from "../metadata/model.js";
 import type { MetadataService } from "../metadata/metadata-service.js";
-import { ErrorCodes, ODataError, badRequest, forbidden, notFound } from "../odata/errors.js";
+import { ErrorCodes, ODataError, badRequest, forbidden, notFound, notImplemented } from "../odata/errors.js";
 import type { EntityHooks, OperationDefinition } from "../odata/operations.js";
 import type { WriteContext } from "../providers/data-provider.js";
 import type { Store } from "../store/store.js";
@@ -492,6 +492,9 @@ export class SecurityService implements SecurityPolicy {
           if (depth !== "Global" && (!owner || owner.def.OwnershipType !== "UserOwned")) {
             throw badRequest(`Privileges[${i}]: ${row.name} is for an organization-owned entity (or the organization) and takes Depth Global only`);
           }
+          // Basic, Local and Deep limit access to records by owner and business unit, which are not modelled
+          // yet: granting one would grant every record, so it is refused rather than widened.
+          if (depth !== "Global") throw notImplemented(`Privileges[${i}]: Depth ${depth} needs record ownership, which this version does not model; grant Depth Global`);
           grants.push({ id: String(row.privilegeid).toLowerCase(), name: row.name, depth: depth as Depth });
         }
         // No escalation: a caller grants only privileges it holds itself.
