@@ -38,7 +38,9 @@ export function createNodeHandler(processor: ODataProcessor, extraRoutes?: (req:
         const path = url.split("?")[0]!;
         const inRoot = path === processor.rootPath || path.startsWith(processor.rootPath + "/");
         const bodyAlreadyRead = req.body !== undefined && (typeof req.body !== "object" || req.body === null || Object.keys(req.body as object).length > 0 || req.readableEnded);
-        const body = bodyAlreadyRead ? (req.body as ODataRequest["body"]) : await readBody(req, processor.maxBodyBytes);
+        // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3): nothing to wait for.
+        const hasBody = req.headers["content-length"] !== undefined ? req.headers["content-length"] !== "0" : req.headers["transfer-encoding"] !== undefined;
+        const body = bodyAlreadyRead ? (req.body as ODataRequest["body"]) : hasBody ? await readBody(req, processor.maxBodyBytes) : undefined;
         const request: ODataRequest = { method: req.method ?? "GET", url, headers: req.headers, body: Buffer.isBuffer(body) && body.length === 0 ? undefined : body };
         const extra = extraRoutes ? await extraRoutes(request) : undefined;
         if (extra) response = extra;

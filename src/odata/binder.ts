@@ -277,9 +277,12 @@ function promote(a: BoundType, b: BoundType): EdmPrimitiveType {
 }
 
 /** The attributes named by $select, checked against the entity; the primary key is always included. */
+const readableOf = new WeakMap<EntityModel, AttributeModel[]>();
+
 export function bindSelect(entity: EntityModel, text: string | undefined): AttributeModel[] {
-  const readable = [...entity.attributes.values()].filter((a) => a.isReadable);
-  if (text === undefined || text.trim() === "*") return readable;
+  let readable = readableOf.get(entity);
+  if (!readable) readableOf.set(entity, (readable = [...entity.attributes.values()].filter((a) => a.isReadable)));
+  if (text === undefined || text.trim() === "*") return [...readable];
   const chosen = new Set<AttributeModel>([entity.primaryId]);
   let pos = 0;
   for (const raw of text.split(",")) {

@@ -491,6 +491,7 @@ export class ODataProcessor {
 
   /** Resolves `(guid)` or an alternate key `(name='value',...)` to the primary key value. */
   private async resolveKey(ctx: RequestContext, entity: EntityModel, provider: DataProvider, args: string): Promise<string> {
+    if (GUID.test(args)) return args.toLowerCase(); // the common case, without the expression parser
     const parts = parseKey(args);
     if (parts.length === 1 && (parts[0]!.name === undefined || parts[0]!.name === entity.primaryId.logicalName)) {
       const v = parts[0]!.value;
