@@ -169,7 +169,8 @@ export class Store {
         return { name: indexName(spec.name, columns, c.unique ? "uq" : "ix"), columns, unique: !!c.unique };
       });
     for (const u of spec.uniques ?? []) indices.push({ name: indexName(spec.name, u.columns, "ak"), columns: u.columns, unique: true });
-    return new EntitySchema({ name: spec.name, tableName: spec.name, columns, indices });
+    // SQLite: rows clustered by their GUID key (no separate rowid), so a read by key is one b-tree search.
+    return new EntitySchema({ name: spec.name, tableName: spec.name, columns, indices, withoutRowid: !pg });
   }
 
   async close(): Promise<void> {
