@@ -1,0 +1,53 @@
+import { execFile, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+const TSX = join(process.cwd(), "node_modules", ".bin", "tsx");
+const CLI = join(process.cwd(), "src", "cli", "main.ts");
+
+describe("the vep CLI", () => {
+  const dir = mkdtempSync(join(tmpdir(), "vep-cli-"));
+  const database = join(dir, "store.sqlite");
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("lists the catalog and generates by label, with progress", async () => {
+    const listed = await run(TSX, [CLI, "catalog", "list", "--database", database]);
+    expect(listed.stdout).toMatch(/LinkedIn exported candidate\s+HcmLinkedInExportedCandidateEntity\s+NotGenerated/);
+    expect(listed.stdout).toMatch(/Worker\s+HcmWorkerEntity\s+NotGenerated/);
+    const generated = await run(TSX, [CLI, "catalog", "generate", "--label", "Worker", "--database", database]);
+    expect(generated.stdout).toMatch(/\[\d+\.\ds\] Mapping HcmWorkerEntity/);
+    expect(generated.stdout).toMatch(/Entity set: mshr_hcmworkerentities/);
+    expect((await run(TSX, [CLI, "catalog", "list", "--database", database])).stdout).toMatch(/Worker\s+HcmWorkerEntity\s+Generated/);
+    await expect(run(TSX, [CLI, "catalog", "generate", "--label", "Nope", "--database", database])).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/No source labelled 'Nope'/) });
+  }, 60_000);
+
+  it("registers a client and prints its secret once, storing only a hash", async () => {
+    const out = (await run(TSX, [CLI, "clients", "add", "--client-id", "ats-1", "--database", database])).stdout;
+    const secret = /client_secret: (\S+)/.exec(out)![1]!;
+    expect(secret.length).toBeGreaterThanOrEqual(32);
+    expect(readFileSync(database).includes(Buffer.from(secret))).toBe(false);
+  }, 60_000);
+
+  it("serves on the given port, prints the service root and stops on SIGTERM", async () => {
+    const child = spawn(TSX, [CLI, "serve", "--port", "0", "--database", join(dir, "serve.sqlite")], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    const root = await new Promise<string>((resolve, reject) => {
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        const m = /OData service root: (\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child.once("exit", (code) => reject(new Error(`exited ${code}: ${out}`)));
+    });
+    const r = await fetch(`${root}$metadata`);
+    expect(r.status).toBe(401); // secure by default
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(out).toMatch(/SIGTERM received/);
+  }, 60_000);
+});
