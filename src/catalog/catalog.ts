@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { stableId } from "../metadata/stable-id.js";
 import type { MetadataService } from "../metadata/metadata-service.js";
 import { normalizeEntityDefinition, type EntityModel } from "../metadata/model.js";
 import type { EntityDefinition, RelationshipDefinition } from "../metadata/types.js";
@@ -47,10 +47,7 @@ export interface GenerationResult {
 }
 
 /** A stable id for a source's catalog row, so it survives restarts and re-registration. */
-function catalogIdOf(physicalName: string): string {
-  const h = createHash("sha1").update(`vep-catalog:${physicalName.toLowerCase()}`).digest("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
-}
+const catalogIdOf = (physicalName: string) => stableId("catalog", physicalName.toLowerCase());
 
 /**
  * The virtual entity catalog: the store's sources (data entities), each of which can be generated as a

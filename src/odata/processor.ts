@@ -19,6 +19,7 @@ import { parseKey, parseResourcePath, type PathSegment } from "./resource-path.j
 import { EntitySerializer, etagOf, versionFromEtag } from "./serializer.js";
 import { decodeSkipToken, encodeSkipToken } from "./skiptoken.js";
 import { SqlQueryCompiler } from "../store/sql-compiler.js";
+import { stableId } from "../metadata/stable-id.js";
 
 export interface ODataRequest {
   /** Set on the requests of a $batch; `changeSet` when they run in one transaction. */
@@ -255,7 +256,7 @@ export class ODataProcessor {
       return this.inMemorySet(ctx, ATTRIBUTE_METADATA, rows, `${context}/Attributes`, second, third ? segments.slice(2) : [], "LogicalName");
     }
     if (second.name === "Keys") {
-      const rows = (def.Keys ?? []).map((k) => keyMetadataRow(def, k, deterministicId(def.MetadataId!, k.LogicalName)));
+      const rows = (def.Keys ?? []).map((k) => keyMetadataRow(def, k, stableId(`key:${def.MetadataId}`, k.LogicalName)));
       return this.inMemorySet(ctx, KEY_METADATA, rows, `${context}/Keys`, second, segments.slice(2), "LogicalName");
     }
     throw notFound(`EntityDefinitions have no '${second.name}'; use Attributes or Keys`);
@@ -1309,11 +1310,4 @@ function hasBody(req: ODataRequest): boolean {
 function withVersion(entity: EntityModel, select: AttributeModel[]): AttributeModel[] {
   const version = entity.attributes.get("versionnumber");
   return version && !select.includes(version) ? [...select, version] : select;
-}
-
-function deterministicId(base: string, name: string): string {
-  let h = 0;
-  for (const c of base + name) h = (h * 33 + c.charCodeAt(0)) >>> 0;
-  const hex = (h.toString(16) + base.replace(/-/g, "")).slice(0, 32).padEnd(32, "0");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { stableId } from "../metadata/stable-id.js";
 import type { EntityDefinition, ManyToManyRelationshipDefinition } from "../metadata/types.js";
 import type { TableSpec } from "../store/table-spec.js";
 
@@ -12,11 +12,7 @@ export const PRIVILEGE = "privilege";
 export const AAD_APPLICATION = "mshr_aadapplication";
 export const USER_ROLES = "systemuserroles_association";
 
-/** A stable GUID from a name: privileges and built-in rows keep their ids across stores and restarts. */
-export function stableId(namespace: string, name: string): string {
-  const h = createHash("sha1").update(`${namespace}:${name}`).digest("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
-}
+export { stableId };
 
 export const SYSTEM_ADMINISTRATOR_ROLE_ID = stableId("role", "System Administrator");
 export const SYSTEM_ADMINISTRATOR_ROLE = "System Administrator";

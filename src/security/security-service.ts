@@ -7,6 +7,7 @@ import { ErrorCodes, ODataError, badRequest, forbidden, notFound, notImplemented
 import type { EntityHooks, OperationDefinition } from "../odata/operations.js";
 import type { WriteContext } from "../providers/data-provider.js";
 import type { Store } from "../store/store.js";
+import { SqlDataProvider } from "../store/sql-provider.js";
 import { METADATA_PRIVILEGES, privilegeName, RIGHTS, type Caller, type RequestCredentials, type SecurityPolicy } from "./access.js";
 import {
   AAD_APPLICATION,
@@ -134,15 +135,10 @@ export class SecurityService implements SecurityPolicy {
     }
   }
 
-  private async insert(entity: EntityModel, values: Record<string, unknown>): Promise<void> {
-    const now = new Date().toISOString();
-    const row = { ...values, createdon: now, modifiedon: now, versionnumber: 1 };
-    const attrs = [...entity.attributes.values()].filter((a) => (row as Record<string, unknown>)[a.logicalName] !== undefined);
-    const d = this.store.dialect;
-    await this.store.executor.execute(
-      `INSERT INTO ${this.q(entity.table)} (${attrs.map((a) => this.q(a.column)).join(", ")}) VALUES (${attrs.map((a, i) => this.p(i + 1, a.edmType)).join(", ")})`,
-      attrs.map((a) => d.toParam((row as Record<string, unknown>)[a.logicalName])),
-    );
+  /** Built-in and security rows are written like any other, through the store's own provider. */
+  private async insert(entity: EntityModel, values: Record<string, unknown>, options: { ignoreDuplicate?: boolean } = {}): Promise<void> {
+    const outcome = await new SqlDataProvider(this.store.executor).create(entity, values);
+    if (outcome.status === "conflict" && !options.ignoreDuplicate) throw new Error(outcome.message);
   }
 
   /** Every entity gets its six privileges (virtual ones when generated), plus the metadata privileges. */
@@ -158,9 +154,8 @@ export class SecurityService implements SecurityPolicy {
     for (const w of wanted) {
       if (existing.has(w.name)) continue;
       const basic = w.entity ? model.entity(w.entity)?.def.OwnershipType === "UserOwned" : false;
-      await this.insert(privilege, { privilegeid: stableId("privilege", w.name), name: w.name, accessright: w.right, entitylogicalname: w.entity, canbeglobal: true, canbebasic: basic }).catch((e) => {
-        if (!/unique|duplicate/i.test(String(e))) throw e;
-      });
+      // Another process may have added it meanwhile (PostgreSQL scale-out): the same id, so a duplicate is fine.
+      await this.insert(privilege, { privilegeid: stableId("privilege", w.name), name: w.name, accessright: w.right, entitylogicalname: w.entity, canbeglobal: true, canbebasic: basic }, { ignoreDuplicate: true });
     }
   }
 
