@@ -52,7 +52,14 @@ export interface BoundQuery {
    * each returned row carries the id it is linked to as `__parent` (a row linked to two appears twice).
    */
   relatedTo?: { navigation: NavigationModel; ids: string[] };
+  /**
+   * Single-valued navigations read in the same statement (a join): each row then carries the related row,
+   * or null, under `JOINED_PREFIX + navigation name`. A provider that cannot join leaves them out.
+   */
+  joins?: { navigation: NavigationModel; select: AttributeModel[] }[];
 }
+
+export const JOINED_PREFIX = "@joined:";
 
 export const NUMERIC_TYPES: ReadonlySet<string> = new Set(["Edm.Int32", "Edm.Int64", "Edm.Decimal", "Edm.Double"]);
 export const INTEGER_TYPES: ReadonlySet<string> = new Set(["Edm.Int32", "Edm.Int64"]);

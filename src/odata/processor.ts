@@ -6,7 +6,7 @@ import { unsupportedConstruct, type DataProvider, type Row, type WriteContext } 
 import type { ProviderRegistry } from "../providers/provider-registry.js";
 import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type SecurityPolicy } from "../security/access.js";
 import { bindSelect, ExpressionBinder, selectedComplexProperties } from "./binder.js";
-import type { BoundExpression, BoundQuery } from "./bound.js";
+import { JOINED_PREFIX, type BoundExpression, type BoundQuery } from "./bound.js";
 import { bindExpand, expandContext, type ExpandItem } from "./expand.js";
 import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences, type BatchPart, type BatchResult } from "./batch.js";
 import { csdlJson, csdlXml } from "./csdl.js";
@@ -562,7 +562,16 @@ export class ODataProcessor {
       const select = this.fetchSelect(target, item.select, item.expand);
       const pk = target.primaryId;
       let found: Row[];
-      if (nav.kind === "single") {
+      const joinedKey = JOINED_PREFIX + nav.name;
+      if (nav.kind === "single" && joinedKey in rows[0]!) {
+        // Read with the page itself (a join): nothing more to fetch.
+        found = [];
+        for (const r of rows) {
+          const related = r[joinedKey] as Row | null;
+          expansions(r).set(nav.name, { row: related });
+          if (related) found.push(related);
+        }
+      } else if (nav.kind === "single") {
         const ids = [...new Set(rows.map((r) => r[nav.lookup!.logicalName]).filter((v): v is string => typeof v === "string"))];
         found = ids.length ? await this.fetchAll(provider, { entity: target, filter: inFilter(pk, ids), orderBy: [], select, count: false, expand: [] }) : [];
         const byId = new Map(found.map((r) => [r[pk.logicalName] as string, r]));
@@ -598,6 +607,15 @@ export class ODataProcessor {
       }
       if (item.expand.length) await this.expandRows(ctx, target, found, item.expand);
     }
+  }
+
+  /** Single-valued expansions the page's provider reads in the page's own statement (a join). */
+  private joinsFor(provider: DataProvider, entity: EntityModel, expand: readonly ExpandItem[]): BoundQuery["joins"] {
+    if (!provider.capabilities(entity).navigationFilter) return undefined;
+    const joins = expand
+      .filter((i) => i.navigation.kind === "single" && this.options.providers.for(i.navigation.target) === provider)
+      .map((i) => ({ navigation: i.navigation, select: this.fetchSelect(i.navigation.target, i.select, i.expand) }));
+    return joins.length ? joins : undefined;
   }
 
   /** Every row of a query, page after page (expansions are bounded by their parents' page). */
@@ -664,7 +682,7 @@ export class ODataProcessor {
     const limit = Math.min(pageSize, remaining);
 
     const [result, count] = await Promise.all([
-      limit > 0 ? provider.retrieveMultiple({ query: { ...query, select: this.fetchSelect(entity, query.select, expand) }, pageSize: limit, after: state?.position }) : Promise.resolve({ rows: [], next: undefined }),
+      limit > 0 ? provider.retrieveMultiple({ query: { ...query, select: this.fetchSelect(entity, query.select, expand), joins: this.joinsFor(provider, entity, expand) }, pageSize: limit, after: state?.position }) : Promise.resolve({ rows: [], next: undefined }),
       query.count ? provider.count(query) : Promise.resolve(undefined),
     ]);
     const more = result.next !== undefined && returned + result.rows.length < remaining + returned;

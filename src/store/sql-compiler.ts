@@ -25,6 +25,9 @@ const IN_LIST_AS_ARRAY = 16;
 /** Column alias of the linked row's id when a query follows a many-to-many navigation. */
 export const PARENT_COLUMN = "__parent";
 
+/** Column alias of an attribute of a navigation read with the page (a join). */
+export const joinedAlias = (navigation: string, attribute: string) => `${navigation}/${attribute}`;
+
 /** Column alias under which the i-th order value is returned, to build the next page's position. */
 export const orderAlias = (i: number) => `__o${i}`;
 
@@ -60,6 +63,10 @@ export class SqlQueryCompiler {
     const { query } = plan;
     const columns = query.select.map((a) => `t0.${this.q(a.column)} AS ${this.q(a.logicalName)}`);
     if (query.relatedTo) columns.push(`r.${this.q(query.relatedTo.navigation.intersect!.sourceColumn)} AS ${this.q(PARENT_COLUMN)}`);
+    for (const j of query.joins ?? []) {
+      const alias = this.aliasFor([j.navigation]);
+      for (const a of j.select) columns.push(`${alias}.${this.q(a.column)} AS ${this.q(joinedAlias(j.navigation.name, a.logicalName))}`);
+    }
     const order = SqlQueryCompiler.orderOf(query);
     const orderExprs = order.map((t) => this.expr(t.expression));
     orderExprs.forEach((e, i) => columns.push(`${e} AS ${this.q(orderAlias(i))}`));

@@ -2,7 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
 import type { DataProvider, ProviderCapabilities, RetrieveMultipleRequest, RetrieveMultipleResult, Row, WriteContext, WriteOutcome } from "../providers/data-provider.js";
 import { contained, type SqlExecutor } from "./executor.js";
-import { PARENT_COLUMN, SqlQueryCompiler, fromStore, orderAlias } from "./sql-compiler.js";
+import { PARENT_COLUMN, SqlQueryCompiler, fromStore, joinedAlias, orderAlias } from "./sql-compiler.js";
+import { JOINED_PREFIX } from "../odata/bound.js";
 
 /** The built-in provider's id: rows in the SQL store (SQLite or PostgreSQL) the service opened. */
 export const SQL_PROVIDER_ID = "b1f6a2b4-6a8c-4f4e-9a55-2c5a3d0e7f10";
@@ -64,6 +65,16 @@ export class SqlDataProvider implements DataProvider {
     const rows = page.map((r) => {
       const row = this.toRow(query.entity, query.select, r);
       if (query.relatedTo) row[PARENT_COLUMN] = String(r[PARENT_COLUMN]).toLowerCase();
+      for (const j of query.joins ?? []) {
+        const target = j.navigation.target;
+        const key = r[joinedAlias(j.navigation.name, target.primaryId.logicalName)];
+        let related: Row | null = null;
+        if (key !== null && key !== undefined) {
+          related = {};
+          for (const a of j.select) related[a.logicalName] = fromStore(a, r[joinedAlias(j.navigation.name, a.logicalName)]);
+        }
+        row[JOINED_PREFIX + j.navigation.name] = related;
+      }
       return row;
     });
     let next: unknown[] | undefined;

@@ -674,7 +674,8 @@ describe.each(STORE_KINDS)("$expand (%s)", (kind: StoreKind) => {
     const small = await statementsFor(`new_tasks?$select=new_name&$top=3&${expand}`);
     const large = await statementsFor(`new_tasks?$select=new_name&${expand}`);
     expect(large.body.value).toHaveLength(g.tasks.length);
-    expect(large.n).toBe(3);
+    // The first single-valued level is joined into the page's statement; the nested one takes one more.
+    expect(large.n).toBe(2);
     expect(small.n).toBe(large.n);
     const m2m = await statementsFor(`new_tags?$expand=new_contacts($expand=new_tags,new_tasks)`);
     expect(m2m.n).toBe(4);
