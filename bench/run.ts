@@ -105,17 +105,17 @@ async function main() {
     const page = `${odataBase}/mshr_hcmlinkedinexportedcandidateentities?$select=mshr_firstname,mshr_lastname,mshr_email&$top=5000`;
     const expanded = `${page}&$expand=mshr_fk_worker_id($select=mshr_personnelnumber,mshr_firstname,mshr_lastname)`;
     const statements = async (url: string) => {
-      const original = ex.queryNow.bind(ex);
+      const objects = ex.queryNow.bind(ex);
+      const arrays = ex.queryArraysNow.bind(ex);
       let n = 0;
-      ex.queryNow = ((sql: string, params?: readonly unknown[]) => {
-        n++;
-        return original(sql, params);
-      }) as typeof ex.queryNow;
+      ex.queryNow = ((sql: string, params?: readonly unknown[]) => (n++, objects(sql, params))) as typeof ex.queryNow;
+      ex.queryArraysNow = ((sql: string, params?: readonly unknown[]) => (n++, arrays(sql, params))) as typeof ex.queryArraysNow;
       try {
         const r = await fetch(url);
         await r.arrayBuffer();
       } finally {
-        ex.queryNow = original;
+        ex.queryNow = objects;
+        ex.queryArraysNow = arrays;
       }
       return n;
     };

@@ -566,16 +566,12 @@ export class ODataProcessor {
       if (nav.kind === "single" && joinedKey in rows[0]!) {
         // Read with the page itself (a join): nothing more to fetch.
         found = [];
-        for (const r of rows) {
-          const related = r[joinedKey] as Row | null;
-          expansions(r).set(nav.name, { row: related });
-          if (related) found.push(related);
-        }
+        for (const r of rows) if (r[joinedKey]) found.push(r[joinedKey] as Row);
       } else if (nav.kind === "single") {
         const ids = [...new Set(rows.map((r) => r[nav.lookup!.logicalName]).filter((v): v is string => typeof v === "string"))];
         found = ids.length ? await this.fetchAll(provider, { entity: target, filter: inFilter(pk, ids), orderBy: [], select, count: false, expand: [] }) : [];
         const byId = new Map(found.map((r) => [r[pk.logicalName] as string, r]));
-        for (const r of rows) expansions(r).set(nav.name, { row: byId.get(r[nav.lookup!.logicalName] as string) ?? null });
+        for (const r of rows) r[joinedKey] = byId.get(r[nav.lookup!.logicalName] as string) ?? null;
       } else {
         const parentIds = [...new Set(rows.map((r) => r[entity.primaryId.logicalName] as string))];
         const query: BoundQuery = { entity: target, filter: item.filter, orderBy: item.orderBy, select, count: false, expand: [] };
@@ -597,11 +593,11 @@ export class ODataProcessor {
           const all = groups.get(id) ?? [];
           const slice = all.slice(skip, skip + page);
           const more = item.top === undefined && all.length > skip + page;
-          expansions(r).set(nav.name, {
+          r[COLLECTION_PREFIX + nav.name] = {
             rows: slice,
             count: item.count ? all.length : undefined,
             nextLink: more ? `${ctx.root}/${entity.entitySetName}(${id})/${nav.name}?${[item.optionsText, `$skip=${skip + page}`].filter(Boolean).join("&")}` : undefined,
-          });
+          } satisfies Expansion;
         }
         found = [...groups.values()].flatMap((g) => g.slice(skip, skip + page));
       }
@@ -637,15 +633,15 @@ export class ODataProcessor {
     if (!serializer) serializers.set(entity, (serializer = new EntitySerializer(entity, ctx.prefs)));
     const out = serializer.serialize(row, select, lookupNames);
     if (!items.length) return out;
-    const expanded = (row as { [EXPANDED]?: Map<string, Expansion> })[EXPANDED];
     for (const item of items) {
-      const e = expanded?.get(item.navigation.name);
-      if (!e) continue;
       const target = item.navigation.target;
       if (item.navigation.kind === "single") {
-        out[item.navigation.name] = e.row ? this.serializeWithExpansions(ctx, target, e.row, item.select, item.expand, lookupNames) : null;
+        const related = row[JOINED_PREFIX + item.navigation.name] as Row | null | undefined;
+        if (related !== undefined) out[item.navigation.name] = related ? this.serializeWithExpansions(ctx, target, related, item.select, item.expand, lookupNames) : null;
         continue;
       }
+      const e = row[COLLECTION_PREFIX + item.navigation.name] as Expansion | undefined;
+      if (!e) continue;
       if (e.count !== undefined) out[`${item.navigation.name}@odata.count`] = e.count;
       out[item.navigation.name] = (e.rows ?? []).map((r) => this.serializeWithExpansions(ctx, target, r, item.select, item.expand, lookupNames));
       if (e.nextLink) out[`${item.navigation.name}@odata.nextLink`] = e.nextLink;
@@ -722,8 +718,11 @@ export class ODataProcessor {
     await this.lookupNames(entity, select, rows, names);
     for (const item of expand) {
       const expanded = rows.flatMap((r) => {
-        const e = (r as { [EXPANDED]?: Map<string, Expansion> })[EXPANDED]?.get(item.navigation.name);
-        return e?.row ? [e.row] : (e?.rows ?? []);
+        if (item.navigation.kind === "single") {
+          const related = r[JOINED_PREFIX + item.navigation.name] as Row | null | undefined;
+          return related ? [related] : [];
+        }
+        return (r[COLLECTION_PREFIX + item.navigation.name] as Expansion | undefined)?.rows ?? [];
       });
       if (expanded.length) await this.allLookupNames(item.navigation.target, item.select, expanded, item.expand, names);
     }
@@ -1290,17 +1289,15 @@ interface CreatedTree {
   children: Map<string, CreatedTree | CreatedTree[]>;
 }
 
-const EXPANDED = Symbol("expanded");
+/**
+ * Where an expansion is kept on its parent row: a single-valued one under JOINED_PREFIX + name (a row or
+ * null, as a join leaves it), a collection under COLLECTION_PREFIX + name.
+ */
+const COLLECTION_PREFIX = "@expanded:";
 interface Expansion {
-  row?: Row | null;
-  rows?: Row[];
+  rows: Row[];
   count?: number;
   nextLink?: string;
-}
-
-function expansions(row: Row): Map<string, Expansion> {
-  const holder = row as { [EXPANDED]?: Map<string, Expansion> };
-  return (holder[EXPANDED] ??= new Map());
 }
 
 function inFilter(attr: AttributeModel, ids: string[]): BoundExpression {

@@ -11,6 +11,8 @@ export interface RunResult {
 export interface SqlExecutor {
   readonly dialect: Dialect;
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;
+  /** The same, with each row as an array of column values: no object per row to build and throw away. */
+  queryArrays(sql: string, params?: readonly unknown[]): Promise<unknown[][]>;
   execute(sql: string, params?: readonly unknown[]): Promise<RunResult>;
   transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** True inside a transaction. */

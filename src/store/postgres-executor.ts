@@ -21,6 +21,11 @@ export class PostgresExecutor implements SqlExecutor {
     const r = await this.pool.query(sql, params as unknown[]);
     return r.rows as T[];
   }
+  async queryArrays(sql: string, params: readonly unknown[] = []): Promise<unknown[][]> {
+    const tx = this.current();
+    if (tx) return tx.queryArrays(sql, params);
+    return (await this.pool.query({ text: sql, values: params as unknown[], rowMode: "array" })).rows as unknown[][];
+  }
   async execute(sql: string, params: readonly unknown[] = []): Promise<RunResult> {
     const tx = this.current();
     if (tx) return tx.execute(sql, params);
@@ -60,6 +65,9 @@ class PostgresTransaction implements SqlExecutor {
   }
   async execute(sql: string, params: readonly unknown[] = []): Promise<RunResult> {
     return { changes: (await this.client.query(sql, params as unknown[])).rowCount ?? 0 };
+  }
+  async queryArrays(sql: string, params: readonly unknown[] = []): Promise<unknown[][]> {
+    return (await this.client.query({ text: sql, values: params as unknown[], rowMode: "array" })).rows as unknown[][];
   }
   transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     return work(this);

@@ -6,6 +6,8 @@ import { type Dialect, SqlBuilder } from "./dialect.js";
 export interface CompiledSql {
   sql: string;
   params: unknown[];
+  /** The result's column names, in order (selects only), for drivers that return rows as arrays. */
+  columns?: string[];
 }
 
 /** Where the previous page ended: the order values of its last row (the primary key last). */
@@ -61,15 +63,21 @@ export class SqlQueryCompiler {
 
   compileSelect(plan: SelectPlan): CompiledSql {
     const { query } = plan;
-    const columns = query.select.map((a) => `t0.${this.q(a.column)} AS ${this.q(a.logicalName)}`);
-    if (query.relatedTo) columns.push(`r.${this.q(query.relatedTo.navigation.intersect!.sourceColumn)} AS ${this.q(PARENT_COLUMN)}`);
+    const names: string[] = [];
+    const columns: string[] = [];
+    const column = (expr: string, name: string) => {
+      columns.push(`${expr} AS ${this.q(name)}`);
+      names.push(name);
+    };
+    for (const a of query.select) column(`t0.${this.q(a.column)}`, a.logicalName);
+    if (query.relatedTo) column(`r.${this.q(query.relatedTo.navigation.intersect!.sourceColumn)}`, PARENT_COLUMN);
     for (const j of query.joins ?? []) {
       const alias = this.aliasFor([j.navigation]);
-      for (const a of j.select) columns.push(`${alias}.${this.q(a.column)} AS ${this.q(joinedAlias(j.navigation.name, a.logicalName))}`);
+      for (const a of j.select) column(`${alias}.${this.q(a.column)}`, joinedAlias(j.navigation.name, a.logicalName));
     }
     const order = SqlQueryCompiler.orderOf(query);
     const orderExprs = order.map((t) => this.expr(t.expression));
-    orderExprs.forEach((e, i) => columns.push(`${e} AS ${this.q(orderAlias(i))}`));
+    orderExprs.forEach((e, i) => column(e, orderAlias(i)));
     const where: string[] = [];
     if (query.filter) where.push(this.predicate(query.filter));
     if (query.relatedTo) where.push(this.related(query.relatedTo));
@@ -79,7 +87,7 @@ export class SqlQueryCompiler {
     sql += ` ORDER BY ${order.map((t, i) => this.dialect.orderTerm(orderExprs[i]!, t.descending)).join(", ")}`;
     if (plan.limit !== undefined) sql += ` LIMIT ${this.b.param(plan.limit)}`;
     if (plan.offset) sql += ` OFFSET ${this.b.param(plan.offset)}`;
-    return { sql, params: this.b.params };
+    return { sql, params: this.b.params, columns: names };
   }
 
   compileCount(query: BoundQuery): CompiledSql {

@@ -46,34 +46,45 @@ export class SqlDataProvider implements DataProvider {
     return this.executor.dialect.quote(id);
   }
 
-  private toRow(entity: EntityModel, attrs: readonly AttributeModel[], raw: Record<string, unknown>): Row {
+  /** A stored value in its OData form; option values kept as source names become their numbers. */
+  private fromColumn(a: AttributeModel, v: unknown): unknown {
+    return a.externalValues && v !== null && v !== undefined ? (a.externalValues.fromSource.get(String(v)) ?? null) : fromStore(a, v);
+  }
+
+  private toRow(attrs: readonly AttributeModel[], raw: Record<string, unknown>): Row {
     const row: Row = {};
-    for (const a of attrs) {
-      const v = raw[a.logicalName];
-      row[a.logicalName] = a.externalValues && v !== null && v !== undefined ? (a.externalValues.fromSource.get(String(v)) ?? null) : fromStore(a, v);
-    }
+    for (const a of attrs) row[a.logicalName] = this.fromColumn(a, raw[a.logicalName]);
     return row;
   }
 
   async retrieveMultiple(request: RetrieveMultipleRequest): Promise<RetrieveMultipleResult> {
     const { query, pageSize, after } = request;
     const compiler = new SqlQueryCompiler(this.executor.dialect, query.entity);
-    const { sql, params } = compiler.compileSelect({ query, limit: pageSize + 1, offset: after ? undefined : query.skip, after });
-    const raw = await this.executor.query<Record<string, unknown>>(sql, params);
+    const { sql, params, columns } = compiler.compileSelect({ query, limit: pageSize + 1, offset: after ? undefined : query.skip, after });
+    // Rows come as arrays in the compiled column order; each becomes one Row, with no interim object.
+    const raw = await this.executor.queryArrays(sql, params);
+    const index = new Map(columns!.map((c, i) => [c, i]));
+    const at = (name: string) => index.get(name)!;
     const more = raw.length > pageSize;
     const page = more ? raw.slice(0, pageSize) : raw;
+    const parent = query.relatedTo ? at(PARENT_COLUMN) : -1;
+    const joins = (query.joins ?? []).map((j) => ({
+      key: JOINED_PREFIX + j.navigation.name,
+      id: at(joinedAlias(j.navigation.name, j.navigation.target.primaryId.logicalName)),
+      attributes: j.select.map((a) => [a, at(joinedAlias(j.navigation.name, a.logicalName))] as const),
+    }));
+    const attributes = query.select.map((a) => [a, at(a.logicalName)] as const);
     const rows = page.map((r) => {
-      const row = this.toRow(query.entity, query.select, r);
-      if (query.relatedTo) row[PARENT_COLUMN] = String(r[PARENT_COLUMN]).toLowerCase();
-      for (const j of query.joins ?? []) {
-        const target = j.navigation.target;
-        const key = r[joinedAlias(j.navigation.name, target.primaryId.logicalName)];
+      const row: Row = {};
+      for (const [a, i] of attributes) row[a.logicalName] = this.fromColumn(a, r[i]);
+      if (parent >= 0) row[PARENT_COLUMN] = String(r[parent]).toLowerCase();
+      for (const j of joins) {
         let related: Row | null = null;
-        if (key !== null && key !== undefined) {
+        if (r[j.id] !== null && r[j.id] !== undefined) {
           related = {};
-          for (const a of j.select) related[a.logicalName] = fromStore(a, r[joinedAlias(j.navigation.name, a.logicalName)]);
+          for (const [a, i] of j.attributes) related[a.logicalName] = this.fromColumn(a, r[i]);
         }
-        row[JOINED_PREFIX + j.navigation.name] = related;
+        row[j.key] = related;
       }
       return row;
     });
@@ -81,7 +92,7 @@ export class SqlDataProvider implements DataProvider {
     if (more) {
       const last = page[page.length - 1]!;
       const order = SqlQueryCompiler.orderOf(query);
-      next = order.map((_t, i) => normalizePosition(last[orderAlias(i)]));
+      next = order.map((_t, i) => normalizePosition(last[at(orderAlias(i))]));
     }
     return { rows, next };
   }
@@ -104,7 +115,7 @@ export class SqlDataProvider implements DataProvider {
       if (byColumns.size < 64) byColumns.set(key, sql);
     }
     const [raw] = await this.executor.query<Record<string, unknown>>(sql, [id]);
-    return raw ? this.toRow(entity, select, raw) : undefined;
+    return raw ? this.toRow(select, raw) : undefined;
   }
 
   private param(n: number, edmType: string): string {

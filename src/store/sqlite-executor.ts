@@ -17,6 +17,7 @@ export class SqliteExecutor implements SqlExecutor {
   readonly dialect = sqliteDialect;
   readonly inTransaction = false;
   private readonly statements = new Map<string, Statement>();
+  private readonly rawStatements = new Map<string, Statement>();
   /** Held by a transaction or a schema change; plain statements wait for it. */
   readonly lock = new AsyncLock();
 
@@ -35,6 +36,22 @@ export class SqliteExecutor implements SqlExecutor {
   /** Schema changes replace tables: statements prepared against the old ones must go. */
   clearStatements(): void {
     this.statements.clear();
+    this.rawStatements.clear();
+  }
+
+  queryArraysNow(sql: string, params: readonly unknown[] = []): unknown[][] {
+    let s = this.rawStatements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql).raw(true);
+      if (this.rawStatements.size >= STATEMENT_CACHE_SIZE) this.rawStatements.delete(this.rawStatements.keys().next().value!);
+      this.rawStatements.set(sql, s);
+    }
+    return s.all(numbered(params)) as unknown[][];
+  }
+
+  async queryArrays(sql: string, params: readonly unknown[] = []): Promise<unknown[][]> {
+    if (this.lock.isHeld && !this.owned()) return this.lock.run(async () => this.queryArraysNow(sql, params));
+    return this.queryArraysNow(sql, params);
   }
 
   queryNow<T>(sql: string, params: readonly unknown[] = []): T[] {
@@ -100,6 +117,9 @@ class SqliteTransaction implements SqlExecutor {
   }
   async execute(sql: string, params?: readonly unknown[]): Promise<RunResult> {
     return this.owner.executeNow(sql, params);
+  }
+  async queryArrays(sql: string, params?: readonly unknown[]): Promise<unknown[][]> {
+    return this.owner.queryArraysNow(sql, params);
   }
   transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     return work(this);

@@ -629,20 +629,22 @@ describe.each(STORE_KINDS)("$expand (%s)", (kind: StoreKind) => {
   /** Counts the SQL statements the store runs (both the plain and the in-transaction paths). */
   function statementCounter(): { readonly n: number; reset(): void; restore(): void } {
     const ex = service.store.executor as any;
-    // SQLite: query() and transactions both end in queryNow(); PostgreSQL: reads go through query().
-    const name = typeof ex.queryNow === "function" ? "queryNow" : "query";
-    const original = ex[name];
+    // SQLite: every statement ends in queryNow() or queryArraysNow(); PostgreSQL: in query() or queryArrays().
+    const names = typeof ex.queryNow === "function" ? ["queryNow", "queryArraysNow"] : ["query", "queryArrays"];
+    const originals = names.map((name) => ex[name]);
     let n = 0;
-    ex[name] = function (this: unknown, ...args: unknown[]) {
-      n++;
-      return original.apply(this, args);
-    };
+    names.forEach((name, i) => {
+      ex[name] = function (this: unknown, ...args: unknown[]) {
+        n++;
+        return originals[i].apply(this, args);
+      };
+    });
     return {
       get n() {
         return n;
       },
       reset: () => (n = 0),
-      restore: () => (ex[name] = original),
+      restore: () => names.forEach((name, i) => (ex[name] = originals[i])),
     };
   }
 
