@@ -15,3 +15,9 @@ export { createNodeHandler, type NodeRequestHandler } from "./http/node-handler.
 export { Store, type StoreOptions } from "./store/store.js";
 export { SqlDataProvider, SQL_PROVIDER_ID } from "./store/sql-provider.js";
 export { OpenSecurityPolicy, privilegeName, type SecurityPolicy, type Caller, type Right } from "./security/access.js";
+export { VirtualEntityCatalog, CATALOG_ENTITY, type GenerationResult } from "./catalog/catalog.js";
+export { validateSourceDefinition, type SourceDefinition, type SourceField, type SourceRelation } from "./catalog/source-definition.js";
+export { generateEntity, sourceTableOf } from "./catalog/generator.js";
+export { installLinkedInTalentHub, hireAction, seedSampleCandidates, CANDIDATE_SOURCE, WORKER_SOURCE, HIRE_STATUS } from "./linkedin/talent-hub.js";
+export { SecurityService, type TokenAuthOptions } from "./security/security-service.js";
+export { SYSTEM_ADMINISTRATOR_ROLE_ID } from "./security/security-model.js";
