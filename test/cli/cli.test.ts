@@ -33,7 +33,8 @@ describe("the vep CLI", () => {
   }, 60_000);
 
   it("serves on the given port, prints the service root and stops on SIGTERM", async () => {
-    const child = spawn(TSX, [CLI, "serve", "--port", "0", "--database", join(dir, "serve.sqlite")], { stdio: ["ignore", "pipe", "pipe"] });
+    const env = { ...process.env, VEP_ADMIN_CLIENT_ID: "ci-admin", VEP_ADMIN_CLIENT_SECRET: "a-long-enough-test-secret-0123456789" };
+    const child = spawn(TSX, [CLI, "serve", "--port", "0", "--database", join(dir, "serve.sqlite")], { stdio: ["ignore", "pipe", "pipe"], env });
     let out = "";
     const root = await new Promise<string>((resolve, reject) => {
       child.stdout.on("data", (d: Buffer) => {
@@ -45,6 +46,16 @@ describe("the vep CLI", () => {
     });
     const r = await fetch(`${root}$metadata`);
     expect(r.status).toBe(401); // secure by default
+    // VEP_ADMIN_CLIENT_ID/SECRET registered an administrator at start; the secret is never printed.
+    expect(out).not.toContain(env.VEP_ADMIN_CLIENT_SECRET);
+    const token = await fetch(root.replace(/\/api\/data\/v9\.2\/$/, "/oauth2/token"), {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ grant_type: "client_credentials", client_id: env.VEP_ADMIN_CLIENT_ID, client_secret: env.VEP_ADMIN_CLIENT_SECRET }),
+    });
+    const { access_token } = (await token.json()) as { access_token: string };
+    const candidates = await fetch(`${root}mshr_hcmlinkedinexportedcandidateentities/$count`, { headers: { Authorization: `Bearer ${access_token}` } });
+    expect(await candidates.text()).toBe("3"); // the sample candidates of the first run
     const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
