@@ -32,6 +32,8 @@ export interface ServiceOptions extends StoreOptions {
   baseUrl?: string;
   /** Default and maximum page size (5000). */
   maxPageSize?: number;
+  /** Where unexpected errors are reported (a 500 without details goes to the client); console.error by default. */
+  onError?: (error: unknown) => void;
 }
 
 export interface ListeningService {
@@ -81,7 +83,7 @@ export class VirtualEntityService {
       },
       update: (id, values) => catalog.onCatalogUpdate(id, values),
     });
-    this.processor = new ODataProcessor({ metadata, providers: this.providers, operations: this.operations, security: policy, rootPath: options.rootPath, baseUrl: options.baseUrl, maxPageSize: options.maxPageSize });
+    this.processor = new ODataProcessor({ metadata, providers: this.providers, operations: this.operations, security: policy, rootPath: options.rootPath, baseUrl: options.baseUrl, maxPageSize: options.maxPageSize, onError: options.onError });
     this.handler = createNodeHandler(this.processor, async (req) => {
       for (const route of this.extraRoutes) {
         const r = await route(req);

@@ -50,6 +50,8 @@ export interface ODataProcessorOptions {
   maxPageSize?: number;
   /** Largest accepted request body, in bytes. */
   maxBodyBytes?: number;
+  /** Where unexpected errors go (the client gets a 500 without details); console.error by default. */
+  onError?: (error: unknown) => void;
 }
 
 export const DEFAULT_ROOT = "/api/data/v9.2";
@@ -111,7 +113,7 @@ export class ODataProcessor {
       return { status: e.status, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...e.headers }, body: JSON.stringify(e.toJSON()) };
     }
     // An unexpected failure: log it for the operator, answer without internals.
-    console.error("[virtual-entity-provider] unexpected error:", e);
+    (this.options.onError ?? ((err) => console.error("[virtual-entity-provider] unexpected error:", err)))(e);
     return { status: 500, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0" }, body: JSON.stringify({ error: { code: ErrorCodes.internal, message: "An unexpected error occurred; it has been logged." } }) };
   }
 
