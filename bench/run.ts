@@ -201,7 +201,49 @@ function load(urls: string[], headers: Record<string, string> | undefined, secon
   });
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+/**
+ * The $expand case again on PostgreSQL (when one answers at VEP_BENCH_POSTGRES or 127.0.0.1:5432), in a
+ * schema of its own that is dropped afterwards: same page, same data shape.
+ */
+async function expandOnPostgres(): Promise<void> {
+  const url = process.env.VEP_BENCH_POSTGRES ?? "postgres://postgres@127.0.0.1:5432/test";
+  const schema = `vep_bench_${process.pid}`;
+  const pg = (await import("pg")).default;
+  const admin = new pg.Client({ connectionString: url });
+  try {
+    await admin.connect();
+  } catch {
+    console.log("\n(PostgreSQL not reachable: its $expand case is skipped)");
+    return;
+  }
+  const service = await createService({ database: `${url}?schema=${schema}`, security: "none" });
+  try {
+    await installLinkedInTalentHub(service, { generate: true });
+    const CANDIDATES = Number(process.env.BENCH_CANDIDATES ?? 5000);
+    await admin.query(`SET search_path = ${schema}`);
+    await admin.query(`INSERT INTO "HcmWorkerEntity" ("Id","PersonnelNumber","FirstName","LastName","Email","RecVersion") SELECT md5(i::text || 'w')::uuid, lpad(i::text, 6, '0'), 'Ada', 'Lovelace', 'w' || i || '@example.com', 1 FROM generate_series(1, ${CANDIDATES}) i`);
+    await admin.query(`INSERT INTO "HcmLinkedInExportedCandidateEntity" ("Id","CandidateId","FirstName","LastName","Email","StartDate","JobTitle","Location","HireStatus","WorkerId","RecVersion") SELECT md5(i::text || 'c')::uuid, 'ATS-' || i, 'Ada', 'Lovelace', 'c' || i || '@example.com', DATE '2027-01-04', 'Engineer', 'London', 'Hired', md5(i::text || 'w')::uuid, 1 FROM generate_series(1, ${CANDIDATES}) i`);
+    await admin.query(`ANALYZE`);
+    const listening = await service.listen(0);
+    const base = listening.url.replace(/\/$/, "");
+    const page = `${base}/mshr_hcmlinkedinexportedcandidateentities?$select=mshr_firstname,mshr_lastname,mshr_email&$top=5000`;
+    const expanded = `${page}&$expand=mshr_fk_worker_id($select=mshr_personnelnumber,mshr_firstname,mshr_lastname)`;
+    await load([page], undefined, 0.5);
+    await load([expanded], undefined, 0.5);
+    const plain = await load([page], undefined, SECONDS);
+    const withExpand = await load([expanded], undefined, SECONDS);
+    console.log(`${"PostgreSQL: $expand worker".padEnd(32)} ${withExpand.rps.toFixed(1).padStart(12)} ${plain.rps.toFixed(1).padStart(12)} ${(withExpand.rps / plain.rps).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
+    await listening.close();
+  } finally {
+    await service.close();
+    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await admin.end();
+  }
+}
+
+main()
+  .then(() => (process.env.BENCH_SKIP_POSTGRES ? undefined : expandOnPostgres()))
+  .catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
