@@ -1,4 +1,4 @@
-import { stableId } from "../metadata/stable-id.js";
+import { stableId } from "../metadata/guid.js";
 import type { MetadataService } from "../metadata/metadata-service.js";
 import { normalizeEntityDefinition, type EntityModel } from "../metadata/model.js";
 import type { EntityDefinition, RelationshipDefinition } from "../metadata/types.js";

@@ -88,7 +88,6 @@ export const SYSTEM_ATTRIBUTES: readonly AttributeDefinition[] = [
   { LogicalName: "createdby", AttributeType: "Uniqueidentifier", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Created By" },
   { LogicalName: "modifiedby", AttributeType: "Uniqueidentifier", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Modified By" },
 ];
-export const SYSTEM_ATTRIBUTE_NAMES = new Set(SYSTEM_ATTRIBUTES.map((a) => a.LogicalName));
 
 /**
  * Fills the defaults Dataverse would (names, labels, ids, the primary key and system columns) so the stored

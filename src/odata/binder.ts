@@ -1,5 +1,6 @@
 import type { AttributeModel, EdmPrimitiveType, EntityModel, NavigationModel } from "../metadata/model.js";
 import { badRequest, notImplemented } from "./errors.js";
+import { isGuid } from "../metadata/guid.js";
 import { type SyntaxNode, parseFilterSyntax, parseOrderBySyntax, normalizeDateTimeOffset, isValidDate } from "./syntax.js";
 import { type BoundExpression, type BoundOrderBy, type BoundType, type FunctionName, INTEGER_TYPES, NUMERIC_TYPES } from "./bound.js";
 
@@ -213,7 +214,7 @@ export class ExpressionBinder {
       if (v) return { kind: "constant", type: target, value: v };
     }
     if (target === "Edm.Date" && e.type === "Edm.String" && isValidDate(e.value as string)) return { kind: "constant", type: target, value: e.value };
-    if (target === "Edm.Guid" && e.type === "Edm.String" && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(e.value as string)) {
+    if (target === "Edm.Guid" && e.type === "Edm.String" && isGuid(e.value as string)) {
       return { kind: "constant", type: target, value: (e.value as string).toLowerCase() };
     }
     return e;

@@ -1,4 +1,4 @@
-import { EntityModel, labelText, type Model } from "../metadata/model.js";
+import { EntityModel, type Model } from "../metadata/model.js";
 import type { AttributeDefinition, EntityDefinition } from "../metadata/types.js";
 import type { Row } from "../providers/data-provider.js";
 
@@ -167,8 +167,4 @@ export function optionSetMetadataRow(o: Model["optionSets"] extends Map<string, 
 
 export function keyMetadataRow(entity: EntityDefinition, k: NonNullable<EntityDefinition["Keys"]>[number], id: string): Row {
   return { MetadataId: id, LogicalName: k.LogicalName, SchemaName: k.LogicalName, EntityLogicalName: entity.LogicalName, KeyAttributes: k.KeyAttributes, DisplayName: label(k.DisplayName) };
-}
-
-export function entityLabel(def: EntityDefinition): string {
-  return labelText(def.DisplayName) ?? def.LogicalName;
 }

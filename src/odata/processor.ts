@@ -19,7 +19,7 @@ import { parseKey, parseResourcePath, type PathSegment } from "./resource-path.j
 import { EntitySerializer, etagOf, versionFromEtag } from "./serializer.js";
 import { decodeSkipToken, encodeSkipToken } from "./skiptoken.js";
 import { SqlQueryCompiler } from "../store/sql-compiler.js";
-import { stableId } from "../metadata/stable-id.js";
+import { isGuid, stableId } from "../metadata/guid.js";
 
 export interface ODataRequest {
   /** Set on the requests of a $batch; `changeSet` when they run in one transaction. */
@@ -58,7 +58,6 @@ export const DEFAULT_ROOT = "/api/data/v9.2";
 export const RESERVED_SET_NAMES: ReadonlySet<string> = new Set(["EntityDefinitions", "RelationshipDefinitions", "GlobalOptionSetDefinitions", "$metadata", "$batch", "$crossjoin", "$all", "$entity"]);
 
 const JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Everything about one request that the steps share. */
 interface RequestContext {
@@ -494,12 +493,12 @@ export class ODataProcessor {
 
   /** Resolves `(guid)` or an alternate key `(name='value',...)` to the primary key value. */
   private async resolveKey(ctx: RequestContext, entity: EntityModel, provider: DataProvider, args: string): Promise<string> {
-    if (GUID.test(args)) return args.toLowerCase(); // the common case, without the expression parser
+    if (isGuid(args)) return args.toLowerCase(); // the common case, without the expression parser
     const parts = parseKey(args);
     if (parts.length === 1 && (parts[0]!.name === undefined || parts[0]!.name === entity.primaryId.logicalName)) {
       const v = parts[0]!.value;
       const text = String(v.value);
-      if (!(v.type === "guid" || (v.type === "string" && GUID.test(text)))) {
+      if (!(v.type === "guid" || (v.type === "string" && isGuid(text)))) {
         throw badRequest(`The key of ${entity.logicalName} must be a GUID, not ${v.text}`);
       }
       return text.toLowerCase();
@@ -740,7 +739,7 @@ export class ODataProcessor {
       const ids = [...new Set(rows.map((r) => r[a.logicalName]).filter((v): v is string => typeof v === "string"))];
       if (!ids.length) continue;
       const provider = this.options.providers.for(target);
-      const filter = { kind: "in" as const, type: "Edm.Boolean" as const, operand: { kind: "property" as const, type: target.primaryId.edmType, attribute: target.primaryId, navigations: [] }, values: ids.map((v) => ({ kind: "constant" as const, type: "Edm.Guid" as const, value: v })) };
+      const filter = inFilter(target.primaryId, ids);
       const { rows: found } = await provider.retrieveMultiple({ query: { entity: target, filter, orderBy: [], select: [target.primaryId, target.primaryName], count: false, expand: [] }, pageSize: ids.length });
       for (const r of found) names.set(r[target.primaryId.logicalName] as string, (r[target.primaryName.logicalName] as string) ?? "");
     }

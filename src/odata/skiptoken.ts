@@ -1,4 +1,5 @@
 import { badRequest } from "./errors.js";
+import { isGuid } from "../metadata/guid.js";
 import type { PagePosition } from "../providers/data-provider.js";
 
 /** What a nextLink carries: where the page ended and how many rows were returned so far (for $top). */
@@ -11,7 +12,6 @@ export function encodeSkipToken(state: PagingState): string {
   return Buffer.from(JSON.stringify({ p: state.position, n: state.returned }), "utf8").toString("base64url");
 }
 
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Whether a position value can stand for a value of the order term's type (tokens come from clients). */
 function fits(value: unknown, type: string): boolean {
@@ -20,7 +20,7 @@ function fits(value: unknown, type: string): boolean {
     case "Edm.String":
       return typeof value === "string" && !value.includes("\u0000");
     case "Edm.Guid":
-      return typeof value === "string" && GUID.test(value);
+      return typeof value === "string" && isGuid(value);
     case "Edm.Date":
       return typeof value === "string" && /^\d{4}-\d{2}-\d{2}$/.test(value);
     case "Edm.DateTimeOffset":

@@ -33,8 +33,6 @@ const DATE = /^\d{4}-\d{2}-\d{2}(?![\dT:])/;
 const NUMBER = /^\d+(\.\d+)?([eE][+-]?\d+)?[mMdDfFlL]?/;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_.]*/;
 
-export class ODataSyntaxError extends Error {}
-
 function syntaxError(option: string, pos: number, message: string) {
   return badRequest(`Syntax error in ${option} at position ${pos}: ${message}`);
 }

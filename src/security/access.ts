@@ -1,4 +1,5 @@
 import { ODataError } from "../odata/errors.js";
+import { isGuid } from "../metadata/guid.js";
 import type { EntityModel, Model, NavigationModel } from "../metadata/model.js";
 import type { WriteContext } from "../providers/data-provider.js";
 
@@ -58,7 +59,7 @@ export class OpenSecurityPolicy implements SecurityPolicy {
     const raw = request.headers["mscrmcallerid"] ?? request.headers["callerobjectid"];
     const target = Array.isArray(raw) ? raw[0] : raw;
     if (target === undefined) return SYSTEM_CALLER;
-    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(target.trim())) {
+    if (!isGuid(target.trim())) {
       throw new ODataError(400, "0x80060888", `MSCRMCallerID/CallerObjectId must be a GUID, not '${target}'`);
     }
     return { userId: target.trim().toLowerCase(), impersonatedBy: SYSTEM_CALLER.userId };

@@ -1,4 +1,4 @@
-import { stableId } from "../metadata/stable-id.js";
+import { stableId } from "../metadata/guid.js";
 import type { EntityDefinition, ManyToManyRelationshipDefinition } from "../metadata/types.js";
 import type { TableSpec } from "../store/table-spec.js";
 

@@ -8,6 +8,7 @@ import type { EntityHooks, OperationDefinition } from "../odata/operations.js";
 import type { WriteContext } from "../providers/data-provider.js";
 import type { Store } from "../store/store.js";
 import { SqlDataProvider } from "../store/sql-provider.js";
+import { isGuid } from "../metadata/guid.js";
 import { METADATA_PRIVILEGES, privilegeName, RIGHTS, type Caller, type RequestCredentials, type SecurityPolicy } from "./access.js";
 import {
   AAD_APPLICATION,
@@ -34,7 +35,6 @@ const scrypt = promisify(scryptCallback) as (password: string, salt: Buffer, key
 export const IMPERSONATE_PRIVILEGE = "prvActOnBehalfOfAnotherUser";
 export const INTERNAL_ISSUER = "urn:virtual-entity-provider";
 export const INTERNAL_AUDIENCE = "urn:virtual-entity-provider:api";
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface TokenAuthOptions {
   /** Lifetime of tokens from the built-in endpoint, in seconds (900). */
@@ -54,7 +54,7 @@ export function entityPrivileges(logicalName: string): string[] {
 const ALL_METADATA_PRIVILEGES = [...Object.values(METADATA_PRIVILEGES), IMPERSONATE_PRIVILEGE];
 
 export function applicationIdOf(clientId: string): string {
-  return GUID.test(clientId) ? clientId.toLowerCase() : stableId("client", clientId);
+  return isGuid(clientId) ? clientId.toLowerCase() : stableId("client", clientId);
 }
 
 function unauthorized(message: string, error = "invalid_token"): ODataError {
@@ -284,7 +284,7 @@ export class SecurityService implements SecurityPolicy {
     if (appId) {
       user = await this.findUser("applicationid", applicationIdOf(appId));
       if (!user) throw forbidden(`The application with client id ${appId} is not an application user of this environment`);
-    } else if (typeof claims.oid === "string" && GUID.test(claims.oid)) {
+    } else if (typeof claims.oid === "string" && isGuid(claims.oid)) {
       user = await this.findUser("azureactivedirectoryobjectid", claims.oid);
       if (!user) throw forbidden(`The user with object id ${claims.oid} is not a user of this environment`);
     } else throw unauthorized("The token names neither an application (appid/azp) nor a user (oid)");
@@ -304,7 +304,7 @@ export class SecurityService implements SecurityPolicy {
     if (!byId && !byObject) return caller;
     if (byId && byObject) throw badRequest("Send either MSCRMCallerID or CallerObjectId, not both");
     const target = (byId ?? byObject)!.trim();
-    if (!GUID.test(target)) throw badRequest(`${byId ? "MSCRMCallerID" : "CallerObjectId"} must be a GUID, not '${target}'`);
+    if (!isGuid(target)) throw badRequest(`${byId ? "MSCRMCallerID" : "CallerObjectId"} must be a GUID, not '${target}'`);
     const held = await this.heldPrivileges(caller.userId, [IMPERSONATE_PRIVILEGE]);
     if (!held.has(IMPERSONATE_PRIVILEGE)) {
       throw forbidden(`Principal user (Id=${caller.userId}) is missing ${IMPERSONATE_PRIVILEGE} privilege and cannot act on behalf of another user`);
@@ -477,7 +477,7 @@ export class SecurityService implements SecurityPolicy {
           if (!DEPTHS.includes(depth as Depth)) throw badRequest(`Privileges[${i}].Depth must be one of ${DEPTHS.join(", ")}`);
           let row: { privilegeid: string; name: string; entitylogicalname: string | null } | undefined;
           const cols = `${this.q("privilegeid")}, ${this.q("name")}, ${this.q("entitylogicalname")}`;
-          if (typeof PrivilegeId === "string" && GUID.test(PrivilegeId)) {
+          if (typeof PrivilegeId === "string" && isGuid(PrivilegeId)) {
             row = (await this.store.executor.query<typeof row & object>(`SELECT ${cols} FROM ${this.q(privilege.table)} WHERE ${this.q("privilegeid")} = ${this.p(1, "Edm.Guid")}`, [PrivilegeId.toLowerCase()]))[0];
           } else if (typeof PrivilegeName === "string") {
             row = (await this.store.executor.query<typeof row & object>(`SELECT ${cols} FROM ${this.q(privilege.table)} WHERE ${this.q("name")} = ${this.p(1)}`, [PrivilegeName]))[0];
@@ -520,7 +520,7 @@ export class SecurityService implements SecurityPolicy {
       requiredPrivileges: () => [privilegeName("Write", ROLE)],
       handler: async ({ binding, parameters }) => {
         const id = String(parameters.PrivilegeId);
-        if (!GUID.test(id)) throw badRequest("PrivilegeId must be a GUID");
+        if (!isGuid(id)) throw badRequest("PrivilegeId must be a GUID");
         const r = await this.store.executor.execute(`DELETE FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} WHERE ${this.q("roleid")} = ${this.p(1, "Edm.Guid")} AND ${this.q("privilegeid")} = ${this.p(2, "Edm.Guid")}`, [binding!.id, id.toLowerCase()]);
         if (!r.changes) throw notFound(`The role ${binding!.id} does not hold the privilege ${id}`);
         return { kind: "none" };

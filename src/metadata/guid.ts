@@ -1,5 +1,12 @@
 import { createHash } from "node:crypto";
 
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether a string is a GUID in its canonical 8-4-4-4-12 form (any case). */
+export function isGuid(value: string): boolean {
+  return GUID.test(value);
+}
+
 /**
  * A GUID derived from a name (a name-based, version 5 style UUID): built-in rows, privileges and catalog
  * rows keep the same id across stores and restarts without storing a mapping.
