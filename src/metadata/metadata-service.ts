@@ -88,10 +88,8 @@ export class MetadataService {
       for (const r of change.relationships ?? []) relationships.set(r.SchemaName, normalizeRelationshipDefinition(r, relationships.get(r.SchemaName)));
       const next = new Model([...entities.values()], [...relationships.values()], [...optionSets.values()], this.reservedSetNames);
 
-      const changedTables = this.tablesOf(next).filter((t) => {
-        const before = this.tablesOf(old).find((o) => o.name === t.name);
-        return !before || JSON.stringify(before) !== JSON.stringify(t);
-      });
+      const before = new Map(this.tablesOf(old).map((t) => [t.name, JSON.stringify(t)]));
+      const changedTables = this.tablesOf(next).filter((t) => before.get(t.name) !== JSON.stringify(t));
       if (changedTables.length) await this.store.syncTables(changedTables);
       const removedOwnTables = (change.removeEntities ?? []).map((n) => old.entities.get(n)).filter((e) => e && hasOwnTable(e.def));
       await this.store.executor.transaction(async (tx) => {
