@@ -54,7 +54,7 @@ export interface BoundQuery {
   relatedTo?: { navigation: NavigationModel; ids: string[] };
   /**
    * Single-valued navigations read in the same statement (a join): each row then carries the related row,
-   * or null, under `JOINED_PREFIX + navigation name`. A provider that cannot join leaves them out.
+   * or null, under `JOINED_PREFIX + navigation name`. Sent only to providers that declare `joins`.
    */
   joins?: { navigation: NavigationModel; select: AttributeModel[] }[];
 }

@@ -544,9 +544,13 @@ export class ODataProcessor {
   }
 
   /** What a page must read beyond $select: lookups that single-valued expansions follow. */
-  private fetchSelect(entity: EntityModel, select: AttributeModel[], expand: readonly ExpandItem[]): AttributeModel[] {
+  private fetchSelect(entity: EntityModel, select: AttributeModel[], expand: readonly ExpandItem[], joins?: BoundQuery["joins"]): AttributeModel[] {
     const out = withVersion(entity, select);
-    for (const item of expand) if (item.navigation.kind === "single" && !out.includes(item.navigation.lookup!)) out.push(item.navigation.lookup!);
+    for (const item of expand) {
+      // A navigation read by a join needs no lookup value: the joined row carries its own key.
+      if (item.navigation.kind !== "single" || joins?.some((j) => j.navigation === item.navigation)) continue;
+      if (!out.includes(item.navigation.lookup!)) out.push(item.navigation.lookup!);
+    }
     return out;
   }
 
@@ -608,7 +612,7 @@ export class ODataProcessor {
 
   /** Single-valued expansions the page's provider reads in the page's own statement (a join). */
   private joinsFor(provider: DataProvider, entity: EntityModel, expand: readonly ExpandItem[]): BoundQuery["joins"] {
-    if (!provider.capabilities(entity).navigationFilter) return undefined;
+    if (!provider.capabilities(entity).joins) return undefined;
     const joins = expand
       .filter((i) => i.navigation.kind === "single" && this.options.providers.for(i.navigation.target) === provider)
       .map((i) => ({ navigation: i.navigation, select: this.fetchSelect(i.navigation.target, i.select, i.expand) }));
@@ -627,27 +631,37 @@ export class ODataProcessor {
     }
   }
 
-  /** A row as JSON with its expansions, recursively. */
-  private serializeWithExpansions(ctx: RequestContext, entity: EntityModel, row: Row, select: readonly AttributeModel[], items: readonly ExpandItem[], lookupNames?: ReadonlyMap<string, string>): Record<string, unknown> {
+  /**
+   * Writes rows as JSON with their expansions, recursively. Built once per request so the per-row work is
+   * the serializer alone: keys and serializers of every level are looked up here, not for each row.
+   */
+  private rowWriter(ctx: RequestContext, entity: EntityModel, select: readonly AttributeModel[], items: readonly ExpandItem[], lookupNames?: ReadonlyMap<string, string>): (row: Row) => Record<string, unknown> {
     const serializers = (ctx.serializers ??= new Map());
     let serializer = serializers.get(entity);
     if (!serializer) serializers.set(entity, (serializer = new EntitySerializer(entity, ctx.prefs)));
-    const out = serializer.serialize(row, select, lookupNames);
-    if (!items.length) return out;
-    for (const item of items) {
-      const target = item.navigation.target;
-      if (item.navigation.kind === "single") {
-        const related = row[JOINED_PREFIX + item.navigation.name] as Row | null | undefined;
-        if (related !== undefined) out[item.navigation.name] = related ? this.serializeWithExpansions(ctx, target, related, item.select, item.expand, lookupNames) : null;
-        continue;
+    const entitySerializer = serializer;
+    if (!items.length) return (row) => entitySerializer.serialize(row, select, lookupNames);
+    const nested = items.map((item) => {
+      const name = item.navigation.name;
+      const single = item.navigation.kind === "single";
+      return { name, single, key: (single ? JOINED_PREFIX : COLLECTION_PREFIX) + name, countKey: `${name}@odata.count`, nextKey: `${name}@odata.nextLink`, write: this.rowWriter(ctx, item.navigation.target, item.select, item.expand, lookupNames) };
+    });
+    return (row) => {
+      const out = entitySerializer.serialize(row, select, lookupNames);
+      for (const n of nested) {
+        if (n.single) {
+          const related = row[n.key] as Row | null | undefined;
+          if (related !== undefined) out[n.name] = related ? n.write(related) : null;
+          continue;
+        }
+        const e = row[n.key] as Expansion | undefined;
+        if (!e) continue;
+        if (e.count !== undefined) out[n.countKey] = e.count;
+        out[n.name] = (e.rows ?? []).map(n.write);
+        if (e.nextLink) out[n.nextKey] = e.nextLink;
       }
-      const e = row[COLLECTION_PREFIX + item.navigation.name] as Expansion | undefined;
-      if (!e) continue;
-      if (e.count !== undefined) out[`${item.navigation.name}@odata.count`] = e.count;
-      out[item.navigation.name] = (e.rows ?? []).map((r) => this.serializeWithExpansions(ctx, target, r, item.select, item.expand, lookupNames));
-      if (e.nextLink) out[`${item.navigation.name}@odata.nextLink`] = e.nextLink;
-    }
-    return out;
+      return out;
+    };
   }
 
   private readPrivileges(entity: EntityModel, query: BoundQuery): string[] {
@@ -678,8 +692,9 @@ export class ODataProcessor {
     const remaining = query.top !== undefined ? Math.max(0, query.top - returned) : Number.MAX_SAFE_INTEGER;
     const limit = Math.min(pageSize, remaining);
 
+    const joins = this.joinsFor(provider, entity, expand);
     const [result, count] = await Promise.all([
-      limit > 0 ? provider.retrieveMultiple({ query: { ...query, select: this.fetchSelect(entity, query.select, expand), joins: this.joinsFor(provider, entity, expand) }, pageSize: limit, after: state?.position }) : Promise.resolve({ rows: [], next: undefined }),
+      limit > 0 ? provider.retrieveMultiple({ query: { ...query, select: this.fetchSelect(entity, query.select, expand, joins), joins }, pageSize: limit, after: state?.position }) : Promise.resolve({ rows: [], next: undefined }),
       query.count ? provider.count(query) : Promise.resolve(undefined),
     ]);
     const more = result.next !== undefined && returned + result.rows.length < remaining + returned;
@@ -688,7 +703,7 @@ export class ODataProcessor {
     const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, query.select, result.rows, expand) : undefined;
     const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}` };
     if (count !== undefined) body["@odata.count"] = count;
-    body.value = result.rows.map((r) => this.serializeWithExpansions(ctx, entity, r, query.select, expand, lookupNames));
+    body.value = result.rows.map(this.rowWriter(ctx, entity, query.select, expand, lookupNames));
     if (more && result.next) {
       const token = encodeSkipToken({ position: result.next, returned: returned + result.rows.length });
       body["@odata.nextLink"] = this.nextLink(ctx, related?.path ?? entity.entitySetName, token);
@@ -774,7 +789,7 @@ export class ODataProcessor {
     await this.expandRows(ctx, entity, [row], expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
     const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, select, [row], expand) : undefined;
-    const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}/$entity`, ...this.serializeWithExpansions(ctx, entity, row, select, expand, lookupNames) };
+    const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}/$entity`, ...this.rowWriter(ctx, entity, select, expand, lookupNames)(row) };
     return this.json(200, body, etag ? { ETag: etag } : {});
   }
 

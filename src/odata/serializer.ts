@@ -9,8 +9,13 @@ export const ASSOCIATED_NAVIGATION = "Microsoft.Dynamics.CRM.associatednavigatio
 /** Weak ETag from the row version, as Dataverse does: W/"<versionnumber>". */
 export function etagOf(row: Row): string | undefined {
   const v = row.versionnumber;
-  return v === undefined || v === null ? undefined : `W/"${v}"`;
+  if (v === undefined || v === null) return undefined;
+  // Most rows have small versions: their ETags are made once, not once per row of every page.
+  if (typeof v === "number" && v >= 0 && v < SMALL_ETAGS.length && Number.isInteger(v)) return (SMALL_ETAGS[v] ??= `W/"${v}"`);
+  return `W/"${v}"`;
 }
+
+const SMALL_ETAGS: (string | undefined)[] = new Array(1024);
 
 /** The version an If-Match / If-None-Match ETag names; undefined for `*`; null for a malformed one. */
 export function versionFromEtag(etag: string): number | null | undefined {

@@ -36,6 +36,11 @@ export interface ProviderCapabilities {
   functions?: ReadonlySet<FunctionName>;
   /** Filters across lookups (`nav/field`). */
   navigationFilter: boolean;
+  /**
+   * Reads the single-valued navigations of `BoundQuery.joins` with the page itself, each row carrying the
+   * related row (or null) under `JOINED_PREFIX + navigation name`. Without it they are fetched apart.
+   */
+  joins?: boolean;
   orderBy: boolean;
   count: boolean;
   skip: boolean;

@@ -8,6 +8,11 @@ export interface CompiledSql {
   params: unknown[];
   /** The result's column names, in order (selects only), for drivers that return rows as arrays. */
   columns?: string[];
+  /**
+   * Every name a select answers to and its column's position, including names that share a column
+   * (an order term that is also a selected column is read once).
+   */
+  positions?: ReadonlyMap<string, number>;
 }
 
 /** Where the previous page ended: the order values of its last row (the primary key last). */
@@ -65,7 +70,16 @@ export class SqlQueryCompiler {
     const { query } = plan;
     const names: string[] = [];
     const columns: string[] = [];
+    const positions = new Map<string, number>();
+    const byExpression = new Map<string, number>();
     const column = (expr: string, name: string) => {
+      const existing = byExpression.get(expr);
+      if (existing !== undefined) {
+        positions.set(name, existing);
+        return;
+      }
+      byExpression.set(expr, names.length);
+      positions.set(name, names.length);
       columns.push(`${expr} AS ${this.q(name)}`);
       names.push(name);
     };
@@ -87,7 +101,7 @@ export class SqlQueryCompiler {
     sql += ` ORDER BY ${order.map((t, i) => this.dialect.orderTerm(orderExprs[i]!, t.descending)).join(", ")}`;
     if (plan.limit !== undefined) sql += ` LIMIT ${this.b.param(plan.limit)}`;
     if (plan.offset) sql += ` OFFSET ${this.b.param(plan.offset)}`;
-    return { sql, params: this.b.params, columns: names };
+    return { sql, params: this.b.params, columns: names, positions };
   }
 
   compileCount(query: BoundQuery): CompiledSql {

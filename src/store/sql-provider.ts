@@ -11,6 +11,7 @@ export const SQL_PROVIDER_ID = "b1f6a2b4-6a8c-4f4e-9a55-2c5a3d0e7f10";
 const CAPABILITIES: ProviderCapabilities = {
   filter: true,
   navigationFilter: true,
+  joins: true,
   orderBy: true,
   count: true,
   skip: true,
@@ -51,6 +52,13 @@ export class SqlDataProvider implements DataProvider {
     return a.externalValues && v !== null && v !== undefined ? (a.externalValues.fromSource.get(String(v)) ?? null) : fromStore(a, v);
   }
 
+  /** How a column's value becomes its OData value; undefined when it is the value itself (strings). */
+  private converter(a: AttributeModel): ((v: unknown) => unknown) | undefined {
+    if (a.externalValues) return (v) => this.fromColumn(a, v);
+    if (a.edmType === "Edm.String") return undefined;
+    return (v) => fromStore(a, v);
+  }
+
   private toRow(attrs: readonly AttributeModel[], raw: Record<string, unknown>): Row {
     const row: Row = {};
     for (const a of attrs) row[a.logicalName] = this.fromColumn(a, raw[a.logicalName]);
@@ -60,29 +68,30 @@ export class SqlDataProvider implements DataProvider {
   async retrieveMultiple(request: RetrieveMultipleRequest): Promise<RetrieveMultipleResult> {
     const { query, pageSize, after } = request;
     const compiler = new SqlQueryCompiler(this.executor.dialect, query.entity);
-    const { sql, params, columns } = compiler.compileSelect({ query, limit: pageSize + 1, offset: after ? undefined : query.skip, after });
+    const { sql, params, positions } = compiler.compileSelect({ query, limit: pageSize + 1, offset: after ? undefined : query.skip, after });
     // Rows come as arrays in the compiled column order; each becomes one Row, with no interim object.
     const raw = await this.executor.queryArrays(sql, params);
-    const index = new Map(columns!.map((c, i) => [c, i]));
-    const at = (name: string) => index.get(name)!;
+    const at = (name: string) => positions!.get(name)!;
     const more = raw.length > pageSize;
     const page = more ? raw.slice(0, pageSize) : raw;
     const parent = query.relatedTo ? at(PARENT_COLUMN) : -1;
+    const reader = (attrs: readonly AttributeModel[], name: (a: AttributeModel) => string) =>
+      attrs.map((a) => ({ name: a.logicalName, index: at(name(a)), convert: this.converter(a) }));
     const joins = (query.joins ?? []).map((j) => ({
       key: JOINED_PREFIX + j.navigation.name,
       id: at(joinedAlias(j.navigation.name, j.navigation.target.primaryId.logicalName)),
-      attributes: j.select.map((a) => [a, at(joinedAlias(j.navigation.name, a.logicalName))] as const),
+      attributes: reader(j.select, (a) => joinedAlias(j.navigation.name, a.logicalName)),
     }));
-    const attributes = query.select.map((a) => [a, at(a.logicalName)] as const);
+    const attributes = reader(query.select, (a) => a.logicalName);
     const rows = page.map((r) => {
       const row: Row = {};
-      for (const [a, i] of attributes) row[a.logicalName] = this.fromColumn(a, r[i]);
+      for (const a of attributes) row[a.name] = a.convert ? a.convert(r[a.index]) : (r[a.index] ?? null);
       if (parent >= 0) row[PARENT_COLUMN] = String(r[parent]).toLowerCase();
       for (const j of joins) {
         let related: Row | null = null;
         if (r[j.id] !== null && r[j.id] !== undefined) {
           related = {};
-          for (const [a, i] of j.attributes) related[a.logicalName] = this.fromColumn(a, r[i]);
+          for (const a of j.attributes) related[a.name] = a.convert ? a.convert(r[a.index]) : (r[a.index] ?? null);
         }
         row[j.key] = related;
       }

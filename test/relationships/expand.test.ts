@@ -627,15 +627,17 @@ describe.each(STORE_KINDS)("$expand (%s)", (kind: StoreKind) => {
   // ---------------------------------------------------------------- statements per request
 
   /** Counts the SQL statements the store runs (both the plain and the in-transaction paths). */
-  function statementCounter(): { readonly n: number; reset(): void; restore(): void } {
+  function statementCounter(): { readonly n: number; readonly sql: string[]; reset(): void; restore(): void } {
     const ex = service.store.executor as any;
     // SQLite: every statement ends in queryNow() or queryArraysNow(); PostgreSQL: in query() or queryArrays().
     const names = typeof ex.queryNow === "function" ? ["queryNow", "queryArraysNow"] : ["query", "queryArrays"];
     const originals = names.map((name) => ex[name]);
     let n = 0;
+    const sql: string[] = [];
     names.forEach((name, i) => {
       ex[name] = function (this: unknown, ...args: unknown[]) {
         n++;
+        sql.push(String(args[0]));
         return originals[i].apply(this, args);
       };
     });
@@ -643,16 +645,17 @@ describe.each(STORE_KINDS)("$expand (%s)", (kind: StoreKind) => {
       get n() {
         return n;
       },
+      sql,
       reset: () => (n = 0),
       restore: () => names.forEach((name, i) => (ex[name] = originals[i])),
     };
   }
 
-  async function statementsFor(url: string, headers: Record<string, string> = {}): Promise<{ n: number; body: any }> {
+  async function statementsFor(url: string, headers: Record<string, string> = {}): Promise<{ n: number; sql: string[]; body: any }> {
     const counter = statementCounter();
     try {
       const body = await get(url, headers);
-      return { n: counter.n, body };
+      return { n: counter.n, sql: counter.sql, body };
     } finally {
       counter.restore();
     }
@@ -681,6 +684,33 @@ describe.each(STORE_KINDS)("$expand (%s)", (kind: StoreKind) => {
     expect(small.n).toBe(large.n);
     const m2m = await statementsFor(`new_tags?$expand=new_contacts($expand=new_tags,new_tasks)`);
     expect(m2m.n).toBe(4);
+  });
+
+  it("a joined page reads each column once: no lookup value it does not return, no order column twice", async () => {
+    const { sql, body } = await statementsFor(`new_tasks?$select=new_name&$orderby=new_name&$expand=new_contactref($select=new_name)`);
+    expect(sql).toHaveLength(1);
+    const selected = /^SELECT (.*?) FROM /.exec(sql[0]!)![1]!.split(", ").map((c) => c.split(" AS ")[0]);
+    expect(new Set(selected).size, `duplicated columns in ${sql[0]}`).toBe(selected.length);
+    // The lookup column (new_contactref) is not read: the joined row's own key stands for it.
+    expect(selected.filter((c) => /^t0\./.test(c) && /contactref/i.test(c))).toEqual([]);
+    expect(body.value.some((t: any) => t.new_contactref !== null)).toBe(true);
+    expect(body.value.every((t: any) => !("_new_contactref_value" in t))).toBe(true);
+  });
+
+  it("a provider that does not declare joins gets single-valued expansions fetched apart, with the same rows", async () => {
+    const url = `new_tasks?$select=new_name,_new_contactref_value&$expand=new_contactref($select=new_name,new_age;$expand=new_accountref($select=new_name))`;
+    const joined = await statementsFor(url);
+    const provider = service.providers.defaultProvider;
+    const capabilities = provider.capabilities;
+    provider.capabilities = (entity) => ({ ...capabilities.call(provider, entity), joins: false });
+    try {
+      const apart = await statementsFor(url);
+      expect(apart.n).toBe(joined.n + 1);
+      expect(apart.body.value).toEqual(joined.body.value);
+      expect(apart.body.value.filter((t: any) => t.new_contactref?.new_accountref).length).toBeGreaterThan(0);
+    } finally {
+      provider.capabilities = capabilities;
+    }
   });
 
   it("expansions of one entity and of a navigation path take one statement per level too", async () => {
