@@ -52,6 +52,30 @@ export class SqlDataProvider implements DataProvider {
     return a.externalValues && v !== null && v !== undefined ? (a.externalValues.fromSource.get(String(v)) ?? null) : fromStore(a, v);
   }
 
+  /**
+   * Turns a result array into a Row (and the rows joined into it). Made per query as one object literal
+   * with constant names, so each row is built with its final shape instead of one computed key at a time.
+   * Names come from validated metadata and are embedded as JSON string literals.
+   */
+  private rowReader(query: RetrieveMultipleRequest["query"], at: (name: string) => number): (raw: unknown[]) => Row {
+    const lit = (s: string) => JSON.stringify(s);
+    const converters: ((v: unknown) => unknown)[] = [];
+    const value = (a: AttributeModel, index: number) => {
+      const convert = this.converter(a);
+      if (!convert) return `(r[${index}] ?? null)`;
+      converters.push(convert);
+      return `c[${converters.length - 1}](r[${index}])`;
+    };
+    const fields = query.select.map((a) => `${lit(a.logicalName)}: ${value(a, at(a.logicalName))}`);
+    if (query.relatedTo) fields.push(`${lit(PARENT_COLUMN)}: String(r[${at(PARENT_COLUMN)}]).toLowerCase()`);
+    for (const j of query.joins ?? []) {
+      const id = at(joinedAlias(j.navigation.name, j.navigation.target.primaryId.logicalName));
+      const related = j.select.map((a) => `${lit(a.logicalName)}: ${value(a, at(joinedAlias(j.navigation.name, a.logicalName)))}`);
+      fields.push(`${lit(JOINED_PREFIX + j.navigation.name)}: r[${id}] === null || r[${id}] === undefined ? null : { ${related.join(", ")} }`);
+    }
+    return new Function("c", `return function readRow(r) { return { ${fields.join(", ")} }; };`)(converters) as (raw: unknown[]) => Row;
+  }
+
   /** How a column's value becomes its OData value; undefined when it is the value itself (strings). */
   private converter(a: AttributeModel): ((v: unknown) => unknown) | undefined {
     if (a.externalValues) return (v) => this.fromColumn(a, v);
@@ -74,29 +98,7 @@ export class SqlDataProvider implements DataProvider {
     const at = (name: string) => positions!.get(name)!;
     const more = raw.length > pageSize;
     const page = more ? raw.slice(0, pageSize) : raw;
-    const parent = query.relatedTo ? at(PARENT_COLUMN) : -1;
-    const reader = (attrs: readonly AttributeModel[], name: (a: AttributeModel) => string) =>
-      attrs.map((a) => ({ name: a.logicalName, index: at(name(a)), convert: this.converter(a) }));
-    const joins = (query.joins ?? []).map((j) => ({
-      key: JOINED_PREFIX + j.navigation.name,
-      id: at(joinedAlias(j.navigation.name, j.navigation.target.primaryId.logicalName)),
-      attributes: reader(j.select, (a) => joinedAlias(j.navigation.name, a.logicalName)),
-    }));
-    const attributes = reader(query.select, (a) => a.logicalName);
-    const rows = page.map((r) => {
-      const row: Row = {};
-      for (const a of attributes) row[a.name] = a.convert ? a.convert(r[a.index]) : (r[a.index] ?? null);
-      if (parent >= 0) row[PARENT_COLUMN] = String(r[parent]).toLowerCase();
-      for (const j of joins) {
-        let related: Row | null = null;
-        if (r[j.id] !== null && r[j.id] !== undefined) {
-          related = {};
-          for (const a of j.attributes) related[a.name] = a.convert ? a.convert(r[a.index]) : (r[a.index] ?? null);
-        }
-        row[j.key] = related;
-      }
-      return row;
-    });
+    const rows = page.map(this.rowReader(query, at));
     let next: unknown[] | undefined;
     if (more) {
       const last = page[page.length - 1]!;
