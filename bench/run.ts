@@ -20,6 +20,8 @@ import { installLinkedInTalentHub } from "../src/linkedin/talent-hub.js";
 const ROWS = Number(process.env.BENCH_ROWS ?? 100_000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
+/** Each side of a comparison runs in this many alternating slices. */
+const SLICES = Number(process.env.BENCH_SLICES ?? 3);
 
 const LAST_NAMES = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Wood", "Jackson", "Clarke"];
 const FIRST_NAMES = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Edsger", "Donald", "Frances", "Ken", "Margaret"];
@@ -121,21 +123,17 @@ async function main() {
     };
     console.log(`SQL statements per request: page ${await statements(page)}, page with $expand ${await statements(expanded)}`);
 
-    console.log(`\n${SECONDS}s per case, ${CONCURRENCY} connections, client in a worker thread\n`);
+    console.log(`\n${SECONDS}s per side of each case in ${SLICES} alternating slices, ${CONCURRENCY} connections, clients in worker threads\n`);
     console.log(`${"case".padEnd(32)} ${"OData req/s".padStart(12)} ${"bare req/s".padStart(12)} ${"ratio".padStart(7)}`);
     for (const c of cases) {
       const urlsOData = Array.from({ length: 1000 }, (_, i) => c.odata(i * 7919));
       const urlsBare = Array.from({ length: 1000 }, (_, i) => `http://127.0.0.1:${barePort}${c.bare(i * 7919)}`);
-      await load(urlsOData, c.headers, 0.5); // warm-up
-      const a = await load(urlsOData, c.headers, SECONDS);
-      await load(urlsBare, undefined, 0.5);
-      const b = await load(urlsBare, undefined, SECONDS);
-      if (a.errors || b.errors) console.log(`  (errors: OData ${a.errors}, bare ${b.errors})`);
-      console.log(`${c.name.padEnd(32)} ${a.rps.toFixed(0).padStart(12)} ${b.rps.toFixed(0).padStart(12)} ${(a.rps / b.rps).toFixed(2).padStart(7)}`);
+      const r = await compare({ urls: urlsOData, headers: c.headers }, { urls: urlsBare });
+      if (r.errors) console.log(`  (errors: ${r.errors})`);
+      console.log(`${c.name.padEnd(32)} ${r.a.toFixed(0).padStart(12)} ${r.b.toFixed(0).padStart(12)} ${(r.a / r.b).toFixed(2).padStart(7)}`);
     }
-    const plain = await load([page], undefined, SECONDS);
-    const withExpand = await load([expanded], undefined, SECONDS);
-    console.log(`${"5000 candidates, $expand worker".padEnd(32)} ${withExpand.rps.toFixed(1).padStart(12)} ${plain.rps.toFixed(1).padStart(12)} ${(withExpand.rps / plain.rps).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
+    const e = await compare({ urls: [expanded] }, { urls: [page] });
+    console.log(`${"5000 candidates, $expand worker".padEnd(32)} ${e.a.toFixed(1).padStart(12)} ${e.b.toFixed(1).padStart(12)} ${(e.a / e.b).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
     await odata.close();
     await new Promise<void>((r) => bare.close(() => r()));
   } finally {
@@ -173,32 +171,95 @@ function bareHandler(ex: SqliteExecutor, req: IncomingMessage, res: ServerRespon
   res.end(body);
 }
 
+/**
+ * A load client in a worker thread: CONCURRENCY keep-alive connections cycling through its URLs. It stays
+ * alive between runs, so its connections stay warm; only requests that finish inside a run count.
+ */
 const WORKER = `
 const { parentPort, workerData } = require("node:worker_threads");
 const http = require("node:http");
 const agent = new http.Agent({ keepAlive: true, maxSockets: workerData.concurrency });
-const { urls, headers, seconds, concurrency } = workerData;
-let done = 0, errors = 0, i = 0;
-const end = Date.now() + seconds * 1000;
+const { urls, headers, concurrency } = workerData;
+let i = 0;
 function one() {
   return new Promise((resolve) => {
     const req = http.get(urls[i++ % urls.length], { agent, headers }, (res) => {
       res.resume();
-      res.on("end", () => { if (res.statusCode >= 400) errors++; done++; resolve(); });
+      res.on("end", () => resolve(res.statusCode < 400));
     });
-    req.on("error", () => { errors++; resolve(); });
+    req.on("error", () => resolve(false));
   });
 }
-async function loop() { while (Date.now() < end) await one(); }
-Promise.all(Array.from({ length: concurrency }, loop)).then(() => { agent.destroy(); parentPort.postMessage({ done, errors }); });
+parentPort.on("message", async (m) => {
+  if (m.close) { agent.destroy(); process.exit(0); }
+  // The window opens once every connection has completed a request (the pipeline is full) and closes
+  // at the deadline; only completions inside it count, so neither filling nor draining skews the rate.
+  let done = 0, errors = 0, completed = 0, opened;
+  const end = performance.now() + m.seconds * 1000;
+  async function loop() {
+    while (performance.now() < end) {
+      const ok = await one();
+      const now = performance.now();
+      if (now > end) break;
+      if (opened === undefined) {
+        if (++completed === concurrency) opened = now;
+        continue;
+      }
+      if (ok) done++; else errors++;
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, loop));
+  parentPort.postMessage({ done, errors, seconds: opened === undefined ? 0 : (end - opened) / 1000 });
+});
 `;
 
-function load(urls: string[], headers: Record<string, string> | undefined, seconds: number): Promise<{ rps: number; errors: number }> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(WORKER, { eval: true, workerData: { urls, headers: headers ?? {}, seconds, concurrency: CONCURRENCY } });
-    worker.once("message", (m: { done: number; errors: number }) => resolve({ rps: m.done / seconds, errors: m.errors }));
-    worker.once("error", reject);
-  });
+interface Loader {
+  /** Requests completed in the measured window, and that window's length. */
+  run(seconds: number): Promise<{ done: number; errors: number; seconds: number }>;
+  close(): Promise<void>;
+}
+
+function loader(urls: string[], headers?: Record<string, string>): Loader {
+  const worker = new Worker(WORKER, { eval: true, workerData: { urls, headers: headers ?? {}, concurrency: CONCURRENCY } });
+  return {
+    run: (seconds) =>
+      new Promise((resolve, reject) => {
+        worker.once("message", resolve);
+        worker.once("error", reject);
+        worker.postMessage({ seconds });
+      }),
+    close: async () => {
+      worker.postMessage({ close: true });
+      await new Promise((r) => worker.once("exit", r));
+    },
+  };
+}
+
+/**
+ * Requests/s of two request streams measured in alternating slices (SLICES of each within SECONDS per side),
+ * so that a slower or faster spell of a shared machine weighs on both sides alike, not on one.
+ */
+async function compare(a: { urls: string[]; headers?: Record<string, string> }, b: { urls: string[]; headers?: Record<string, string> }): Promise<{ a: number; b: number; errors: number }> {
+  const [la, lb] = [loader(a.urls, a.headers), loader(b.urls, b.headers)];
+  try {
+    await la.run(0.3); // warm-up
+    await lb.run(0.3);
+    const slice = SECONDS / SLICES;
+    const done = { a: 0, b: 0 };
+    const seconds = { a: 0, b: 0 };
+    let errors = 0;
+    for (let i = 0; i < SLICES; i++) {
+      for (const [side, l] of [["a", la], ["b", lb]] as const) {
+        const r = await l.run(slice);
+        done[side] += r.done;
+        seconds[side] += r.seconds;
+        errors += r.errors;
+      }
+    }
+    return { a: done.a / seconds.a, b: done.b / seconds.b, errors };
+  } finally {
+    await Promise.all([la.close(), lb.close()]);
+  }
 }
 
 /**
@@ -228,11 +289,8 @@ async function expandOnPostgres(): Promise<void> {
     const base = listening.url.replace(/\/$/, "");
     const page = `${base}/mshr_hcmlinkedinexportedcandidateentities?$select=mshr_firstname,mshr_lastname,mshr_email&$top=5000`;
     const expanded = `${page}&$expand=mshr_fk_worker_id($select=mshr_personnelnumber,mshr_firstname,mshr_lastname)`;
-    await load([page], undefined, 0.5);
-    await load([expanded], undefined, 0.5);
-    const plain = await load([page], undefined, SECONDS);
-    const withExpand = await load([expanded], undefined, SECONDS);
-    console.log(`${"PostgreSQL: $expand worker".padEnd(32)} ${withExpand.rps.toFixed(1).padStart(12)} ${plain.rps.toFixed(1).padStart(12)} ${(withExpand.rps / plain.rps).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
+    const e = await compare({ urls: [expanded] }, { urls: [page] });
+    console.log(`${"PostgreSQL: $expand worker".padEnd(32)} ${e.a.toFixed(1).padStart(12)} ${e.b.toFixed(1).padStart(12)} ${(e.a / e.b).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
     await listening.close();
   } finally {
     await service.close();
