@@ -221,6 +221,29 @@ export class SecurityService implements SecurityPolicy {
       const roles = await this.rolesOf(caller.userId);
       throw forbidden(`Principal user (Id=${caller.userId}, type=8, roleCount=${roles.length}) is missing ${missing} privilege (Id=${stableId("privilege", missing)})`);
     }
+    // Impersonation never widens access: the user acting needs the privilege as well as the one acted for.
+    if (caller.impersonatedBy) {
+      const actor = await this.heldPrivileges(caller.impersonatedBy, privileges);
+      const lacking = privileges.find((p) => !actor.has(p));
+      if (lacking) {
+        throw forbidden(`Principal user (Id=${caller.impersonatedBy}), acting on behalf of user ${caller.userId}, is missing ${lacking} privilege (Id=${stableId("privilege", lacking)}); both users must hold it`);
+      }
+    }
+  }
+
+  /** Privileges a caller may use: under impersonation, only those both users hold, as in Dataverse. */
+  private async usablePrivileges(caller: Caller, names: readonly string[]): Promise<Set<string>> {
+    const held = await this.heldPrivileges(caller.userId, names);
+    if (!caller.impersonatedBy) return held;
+    const actor = await this.heldPrivileges(caller.impersonatedBy, names);
+    return new Set([...held].filter((n) => actor.has(n)));
+  }
+
+  private async isAdministrator(caller: Caller): Promise<boolean> {
+    for (const userId of caller.impersonatedBy ? [caller.userId, caller.impersonatedBy] : [caller.userId]) {
+      if (!(await this.rolesOf(userId)).includes(SYSTEM_ADMINISTRATOR_ROLE_ID)) return false;
+    }
+    return true;
   }
 
   /**
@@ -245,8 +268,7 @@ export class SecurityService implements SecurityPolicy {
   async checkLink(caller: Caller, navigation: NavigationModel, sourceId: string, targetId: string, associate: boolean): Promise<void> {
     if (navigation.relationship.SchemaName !== USER_ROLES || !associate) return;
     const roleId = navigation.source.logicalName === ROLE ? sourceId : targetId;
-    const callerRoles = await this.rolesOf(caller.userId);
-    if (callerRoles.includes(SYSTEM_ADMINISTRATOR_ROLE_ID)) return;
+    if (await this.isAdministrator(caller)) return;
     if (roleId === SYSTEM_ADMINISTRATOR_ROLE_ID) throw forbidden(`Only a System Administrator can assign the ${SYSTEM_ADMINISTRATOR_ROLE} role`);
     const privilege = this.model.entity(PRIVILEGE)!;
     const names = (
@@ -255,9 +277,9 @@ export class SecurityService implements SecurityPolicy {
         [roleId],
       )
     ).map((r) => r.name);
-    const held = await this.heldPrivileges(caller.userId, names);
+    const held = await this.usablePrivileges(caller, names);
     const missing = names.find((n) => !held.has(n));
-    if (missing) throw forbidden(`Principal user (Id=${caller.userId}) cannot assign a role with ${missing}, which it does not hold`);
+    if (missing) throw forbidden(`Principal user (Id=${caller.impersonatedBy ?? caller.userId}) cannot assign a role with ${missing}, which it does not hold${caller.impersonatedBy ? ` together with user ${caller.userId}` : ""}`);
   }
 
   // ------------------------------------------------------------------ authentication
@@ -493,9 +515,9 @@ export class SecurityService implements SecurityPolicy {
           grants.push({ id: String(row.privilegeid).toLowerCase(), name: row.name, depth: depth as Depth });
         }
         // No escalation: a caller grants only privileges it holds itself.
-        const held = await this.heldPrivileges(caller.userId, grants.map((g) => g.name));
+        const held = await this.usablePrivileges(caller, grants.map((g) => g.name));
         const missing = grants.find((g) => !held.has(g.name));
-        if (missing) throw forbidden(`Principal user (Id=${caller.userId}) cannot grant ${missing.name}, which it does not hold`);
+        if (missing) throw forbidden(`Principal user (Id=${caller.impersonatedBy ?? caller.userId}) cannot grant ${missing.name}, which it does not hold${caller.impersonatedBy ? ` together with user ${caller.userId}` : ""}`);
         await this.store.executor.transaction(async (tx) => {
           const t = this.q(ROLE_PRIVILEGE_TABLE.name);
           for (const g of grants) {

@@ -388,6 +388,52 @@ describe("authentication (sqlite)", () => {
       expect(json(r).error.message).toContain(target);
     });
 
+    describe("never widens the caller's access: both users must hold a privilege", () => {
+      let impersonator: Awaited<ReturnType<typeof newClient>>;
+      let administrator: string;
+      beforeAll(async () => {
+        // The caller may impersonate and read roles; the user it acts for is a System Administrator.
+        const roleId = await s.createRole(`impersonator and reader ${randomUUID()}`, [IMPERSONATE_PRIVILEGE, "prvReadrole"]);
+        impersonator = await newClient(s.service);
+        await s.assignRole(impersonator.userId, roleId);
+        administrator = await created(admin.call("POST", "systemusers", { body: { fullname: "Administrator acted for", azureactivedirectoryobjectid: randomUUID() } }));
+        await s.assignRole(administrator, SYSTEM_ADMINISTRATOR_ROLE_ID);
+      });
+
+      it("a privilege only the impersonated user holds is refused, naming the caller", async () => {
+        for (const headers of [{ MSCRMCallerID: administrator }]) {
+          const r = await impersonator.call("POST", "roles", { body: { name: `escalated ${randomUUID()}` }, headers });
+          expect(r.status, r.body).toBe(403);
+          expect(json(r).error.message).toContain("prvCreaterole");
+          expect(json(r).error.message).toContain(impersonator.userId);
+        }
+        expect(json(await admin.call("GET", `roles?$filter=startswith(name,'escalated')&$select=name`)).value).toEqual([]);
+      });
+
+      it("a privilege both hold is honoured", async () => {
+        const r = await impersonator.call("GET", "roles?$select=name&$top=1", { headers: { MSCRMCallerID: administrator } });
+        expect(r.status, r.body).toBe(200);
+      });
+
+      it("cannot assign itself a role through the user it acts for", async () => {
+        const r = await impersonator.call("POST", `systemusers(${impersonator.userId})/systemuserroles_association/$ref`, {
+          body: { "@odata.id": `roles(${SYSTEM_ADMINISTRATOR_ROLE_ID})` },
+          headers: { MSCRMCallerID: administrator },
+        });
+        expect(r.status, r.body).toBe(403);
+        const roles = json(await admin.call("GET", `systemusers(${impersonator.userId})/systemuserroles_association?$select=name`)).value;
+        expect(roles.map((x: { roleid: string }) => x.roleid)).not.toContain(SYSTEM_ADMINISTRATOR_ROLE_ID);
+        // Nor through a $batch part.
+        const batch = await impersonator.call("POST", "$batch", {
+          body: { requests: [{ id: "1", method: "POST", url: `systemusers(${impersonator.userId})/systemuserroles_association/$ref`, headers: { "content-type": "application/json", MSCRMCallerID: administrator }, body: { "@odata.id": `roles(${SYSTEM_ADMINISTRATOR_ROLE_ID})` } }] },
+          headers: { "Content-Type": "application/json" },
+        });
+        expect(JSON.stringify(json(batch)), "the part is refused").toMatch(/"status":403/);
+        const after = json(await admin.call("GET", `systemusers(${impersonator.userId})/systemuserroles_association?$select=name`)).value;
+        expect(after.map((x: { roleid: string }) => x.roleid)).not.toContain(SYSTEM_ADMINISTRATOR_ROLE_ID);
+      });
+    });
+
     it.each([
       ["MSCRMCallerID", "not-a-guid"],
       ["MSCRMCallerID", "12345"],
