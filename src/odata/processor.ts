@@ -701,17 +701,18 @@ export class ODataProcessor {
     await this.expandRows(ctx, entity, result.rows, expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
     const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, query.select, result.rows, expand) : undefined;
-    const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}` };
-    if (count !== undefined) body["@odata.count"] = count;
-    body.value = result.rows.map(this.rowWriter(ctx, entity, query.select, expand, lookupNames));
+    const head: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}` };
+    if (count !== undefined) head["@odata.count"] = count;
+    const tail: Record<string, unknown> = {};
     if (more && result.next) {
       const token = encodeSkipToken({ position: result.next, returned: returned + result.rows.length });
-      body["@odata.nextLink"] = this.nextLink(ctx, related?.path ?? entity.entitySetName, token);
+      tail["@odata.nextLink"] = this.nextLink(ctx, related?.path ?? entity.entitySetName, token);
     }
     const applied: string[] = [];
     if (requested !== undefined) applied.push(`odata.maxpagesize=${pageSize}`);
     if (ctx.prefs.includeAnnotations.length) applied.push(`odata.include-annotations="${ctx.prefs.includeAnnotations.join(",")}"`);
-    return this.json(200, body, applied.length ? { "Preference-Applied": applied.join(",") } : {});
+    const body = collectionJson(head, result.rows, this.rowWriter(ctx, entity, query.select, expand, lookupNames), tail);
+    return { status: 200, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...(applied.length ? { "Preference-Applied": applied.join(",") } : {}) }, body };
   }
 
   /** The same request with $skip replaced by the position: an absolute URL, as Dataverse returns. */
@@ -1314,6 +1315,21 @@ interface Expansion {
   rows: Row[];
   count?: number;
   nextLink?: string;
+}
+
+/** Rows serialized per chunk: each chunk's JSON objects die young instead of living until the page is written. */
+const SERIALIZE_CHUNK = 256;
+
+/** `{...head, "value": [rows], ...tail}` as JSON text, the rows written a chunk at a time. */
+function collectionJson(head: Record<string, unknown>, rows: readonly Row[], write: (row: Row) => Record<string, unknown>, tail: Record<string, unknown>): string {
+  const parts: string[] = [];
+  for (let i = 0; i < rows.length; i += SERIALIZE_CHUNK) {
+    const chunk = rows.length <= SERIALIZE_CHUNK ? (rows as Row[]) : rows.slice(i, i + SERIALIZE_CHUNK);
+    parts.push(JSON.stringify(chunk.map(write)).slice(1, -1));
+  }
+  const headText = JSON.stringify(head);
+  const tailText = JSON.stringify(tail);
+  return `${headText.slice(0, -1)}${headText.length > 2 ? "," : ""}"value":[${parts.join(",")}]${tailText.length > 2 ? `,${tailText.slice(1)}` : "}"}`;
 }
 
 function inFilter(attr: AttributeModel, ids: string[]): BoundExpression {
