@@ -784,7 +784,10 @@ export class ODataProcessor {
     if (!row) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
     const etag = etagOf(row);
     const ifNoneMatch = header(ctx.request, "if-none-match");
-    if (etag && ifNoneMatch && (ifNoneMatch.trim() === "*" || ifNoneMatch.split(",").some((t) => t.trim() === etag))) {
+    // As Dataverse: the ETag is the row's own version, which says nothing of expanded rows or of the names
+    // formatted values show, so a request for either never answers 304.
+    const conditional = !expand.length && !ctx.prefs.includeAnnotations.length;
+    if (conditional && etag && ifNoneMatch && (ifNoneMatch.trim() === "*" || ifNoneMatch.split(",").some((t) => t.trim() === etag))) {
       return { status: 304, headers: { "OData-Version": "4.0", ETag: etag } };
     }
     await this.expandRows(ctx, entity, [row], expand);

@@ -405,6 +405,21 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
       const again = await req("GET", `new_items(${ids.item})`, { headers: { "If-None-Match": r.headers.ETag! } });
       expect(again.status).toBe(304);
     });
+
+    it("never answers 304 when the body shows more than the row's own version: $expand, annotations (as Dataverse)", async () => {
+      const owner = /\(([^)]+)\)$/.exec((await req("POST", "new_owners", { body: { new_name: "first name" } })).headers["OData-EntityId"]!)![1]!;
+      const item = /\(([^)]+)\)$/.exec((await req("POST", "new_items", { body: { new_name: "linked", "new_ownerref@odata.bind": `/new_owners(${owner})` } })).headers["OData-EntityId"]!)![1]!;
+      const etag = (await req("GET", `new_items(${item})`)).headers.ETag!;
+      expect((await req("GET", `new_items(${item})`, { headers: { "If-None-Match": etag } })).status).toBe(304);
+      // The related row changes; the item's own version does not.
+      expect((await req("PATCH", `new_owners(${owner})`, { body: { new_name: "renamed" } })).status).toBe(204);
+      const expanded = await req("GET", `new_items(${item})?$expand=new_ownerref($select=new_name)`, { headers: { "If-None-Match": etag } });
+      expect(expanded.status, expanded.body).toBe(200);
+      expect(json(expanded).new_ownerref.new_name).toBe("renamed");
+      const annotated = await req("GET", `new_items(${item})`, { headers: { "If-None-Match": etag, Prefer: 'odata.include-annotations="*"' } });
+      expect(annotated.status, annotated.body).toBe(200);
+      expect(json(annotated)["_new_ownerref_value@OData.Community.Display.V1.FormattedValue"]).toBe("renamed");
+    });
   });
 
   describe("counts and property values", () => {
