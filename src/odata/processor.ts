@@ -1229,7 +1229,11 @@ export class ODataProcessor {
     if (continueOnError) headers["Preference-Applied"] = "odata.continue-on-error";
     if (parsed.format === "json") return { status: 200, headers: { ...headers, "Content-Type": "application/json; charset=utf-8" }, body: jsonResponse(results) };
     const multipart = multipartResponse(results);
-    return { status: 200, headers: { ...headers, "Content-Type": multipart.contentType }, body: multipart.body };
+    // Dataverse: a multipart batch that stopped at a failure (no continue-on-error) answers with that
+    // request's status, so a client checking only the batch's status sees the failure.
+    const last = results[results.length - 1];
+    const status = !continueOnError && last && last.response.status >= 400 ? last.response.status : 200;
+    return { status, headers: { ...headers, "Content-Type": multipart.contentType }, body: multipart.body };
   }
 
   private async runPart(ctx: RequestContext, part: BatchPart, created: Map<string, string>, changeSet: boolean): Promise<ODataResponse> {
