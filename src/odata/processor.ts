@@ -153,7 +153,9 @@ export class ODataProcessor {
     if (METADATA_SETS.has(first.name)) return this.metadataSet(ctx, segments);
     const entity = ctx.model.entitySets.get(first.name);
     if (!entity) {
-      if (first.args !== undefined && segments.length === 1) {
+      // Operations without parameters are called with or without parentheses (Dataverse's own samples
+      // send `GET WhoAmI`).
+      if (segments.length === 1) {
         const op = this.options.operations.find(first.name);
         if (op) return this.invokeOperation(ctx, op, segments[0]!, undefined);
       }
@@ -1256,7 +1258,6 @@ export class ODataProcessor {
     if (op.kind === "action" && ctx.method !== "POST") throw methodNotAllowed(ctx.method, `the action '${op.name}'`, ["POST"]);
     if (op.kind === "function" && ctx.method !== "GET") throw methodNotAllowed(ctx.method, `the function '${op.name}'`, ["GET"]);
     if (op.kind === "action" && segment.args !== undefined && segment.args !== "") throw badRequest(`The action '${op.name}' takes its parameters in the request body`);
-    if (op.kind === "function" && segment.args === undefined) throw badRequest(`The function '${op.name}' must be called with parentheses: ${op.name}()`);
     parseQueryOptions(ctx.query, new Set());
     const parameters: Record<string, unknown> = op.kind === "action" ? (hasBody(ctx.request) ? this.readJsonBody(ctx) : {}) : {};
     if (op.kind === "function" && segment.args) throw notImplemented(`Parameters of the function '${op.name}' are not supported`);

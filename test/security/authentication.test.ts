@@ -331,6 +331,10 @@ describe("authentication (sqlite)", () => {
       expect((await plain.call("GET", "")).status).toBe(200);
       expect((await plain.call("GET", "$metadata")).status).toBe(200);
       expect((await plain.call("GET", "WhoAmI()")).status).toBe(200);
+      // Dataverse's samples call it without parentheses.
+      const bare = await plain.call("GET", "WhoAmI");
+      expect(bare.status, bare.body).toBe(200);
+      expect(json(bare).UserId).toBe(plain.userId);
       const r = await plain.call("GET", "roles");
       expect(r.status).toBe(403);
       expect(json(r).error.message).toContain("prvReadrole");
