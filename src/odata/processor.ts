@@ -861,7 +861,14 @@ export class ODataProcessor {
         binds.push([key.slice(0, -"@odata.bind".length), value]);
         continue;
       }
+      // The context URL describes a payload a client received (InitializeFrom returns one); it asks nothing.
+      if (key === "@odata.context") continue;
       if (key.includes("@")) throw validationError(`The annotation '${key}' is not supported in a payload`);
+      // `"<single-valued navigation>": null` clears the lookup, as `"<navigation>@odata.bind": null` does.
+      if (value === null && entity.navigations.get(key)?.kind === "single") {
+        binds.push([key, null]);
+        continue;
+      }
       if (typeof value === "string" && value.includes("\u0000")) throw validationError(`The value of '${key}' must not contain NUL characters`);
       values[key] = value;
     }

@@ -60,6 +60,19 @@ describe.each(STORE_KINDS)("relationship writes (%s)", (kind: StoreKind) => {
       r = await service.request("PATCH", `new_contacts(${c})`, { body: { "new_accountref@odata.bind": null } });
       expect(r.status, r.body).toBe(204);
       expect(await accountOf(c)).toBeNull();
+      // Dataverse also takes the navigation property's own name with null.
+      expect((await service.request("PATCH", `new_contacts(${c})`, { body: { "new_accountref@odata.bind": `/new_accounts(${a1})` } })).status).toBe(204);
+      r = await service.request("PATCH", `new_contacts(${c})`, { body: { new_accountref: null, new_city: "Bergen" } });
+      expect(r.status, r.body).toBe(204);
+      expect(await get(`new_contacts(${c})?$select=new_city,_new_accountref_value`)).toMatchObject({ new_city: "Bergen", _new_accountref_value: null });
+    });
+
+    it("ignores the @odata.context of a payload a client received and sends back", async () => {
+      const r = await service.request("POST", "new_accounts", { body: { "@odata.context": `${ROOT}/$metadata#new_accounts/$entity`, new_name: "From a template" } });
+      expect(r.status, r.body).toBe(204);
+      const other = await service.request("POST", "new_accounts", { body: { "@odata.count": 1, new_name: "x" } });
+      expect(other.status, "other control information is still refused").toBe(400);
+      expect(json(other).error.message).toContain("@odata.count");
     });
 
     it("returns the bound lookup with Prefer: return=representation", async () => {
