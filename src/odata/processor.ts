@@ -929,7 +929,7 @@ export class ODataProcessor {
 
   private async create(ctx: RequestContext, entity: EntityModel, provider: DataProvider): Promise<ODataResponse> {
     this.acceptsJson(ctx);
-    parseQueryOptions(ctx.query, new Set(["$select"]));
+    const returned = this.representationQuery(ctx, entity);
     const body = this.readJsonBody(ctx);
     await this.require(ctx, [this.priv("Create", entity), ...this.representationPrivileges(ctx, entity)]);
     if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
@@ -945,6 +945,8 @@ export class ODataProcessor {
       const created = await this.deepCreate(ctx, entity, body, "");
       const headers = this.createdHeaders(ctx, entity, created.row);
       if (!ctx.prefs.returnRepresentation) return { status: 204, headers: { "OData-Version": "4.0", ...headers } };
+      // With $select or $expand the answer is the created record read back as asked; without, the whole tree.
+      if (returned.selectText !== undefined || returned.expand.length) return this.representation(ctx, entity, created.row, 201, headers);
       const answer = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}/$entity`, ...this.serializeCreated(ctx, entity, created) };
       return this.json(201, answer, { ...headers, "Preference-Applied": "return=representation" });
     });
@@ -953,7 +955,7 @@ export class ODataProcessor {
   /** Creates a record and the records nested in its payload, depth first; returns them all. */
   private async deepCreate(ctx: RequestContext, entity: EntityModel, body: Record<string, unknown>, path: string): Promise<CreatedTree> {
     const provider = this.options.providers.for(entity);
-    await this.require(ctx, [this.priv("Create", entity), ...this.representationPrivileges(ctx, entity)]);
+    await this.require(ctx, [this.priv("Create", entity), ...(ctx.prefs.returnRepresentation ? [this.priv("Read", entity)] : [])]);
     if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
     const flat: Record<string, unknown> = {};
     const nested: [NavigationModel, unknown][] = [];
@@ -1050,19 +1052,31 @@ export class ODataProcessor {
 
   private async representation(ctx: RequestContext, entity: EntityModel, row: Row, status: number, headers: Record<string, string>): Promise<ODataResponse> {
     if (!ctx.prefs.returnRepresentation) return { status: 204, headers: { "OData-Version": "4.0", ...headers } };
-    const options = parseQueryOptions(ctx.query, new Set(["$select"]));
-    const select = bindSelect(entity, options.select);
+    const { select, selectText, expand } = this.representationQuery(ctx, entity);
+    await this.expandRows(ctx, entity, [row], expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
-    const lookupNames = serializer.wantsLookupNames ? await this.lookupNames(entity, select, [row]) : undefined;
-    const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select)}/$entity`, ...serializer.serialize(row, select, lookupNames) };
+    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, select, [row], expand) : undefined;
+    const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, selectText, expand)}/$entity`, ...this.rowWriter(ctx, entity, select, expand, lookupNames)(row) };
     const applied = ["return=representation"];
     if (ctx.prefs.includeAnnotations.length) applied.push(`odata.include-annotations="${ctx.prefs.includeAnnotations.join(",")}"`);
     return this.json(status, body, { ...headers, "Preference-Applied": applied.join(",") });
   }
 
-  /** Returning the written record is reading it: checked before anything is written. */
+  /**
+   * The `$select` and `$expand` of a write's representation (Dataverse returns expanded rows on create and
+   * on update alike), bound before anything is written so a bad option writes nothing.
+   */
+  private representationQuery(ctx: RequestContext, entity: EntityModel): { select: AttributeModel[]; selectText?: string; expand: ExpandItem[]; crossed: EntityModel[] } {
+    const options = parseQueryOptions(ctx.query, new Set(["$select", "$expand"]));
+    const crossed: EntityModel[] = [];
+    const expand = this.bindExpandOption(entity, options, crossed);
+    return { select: bindSelect(entity, options.select), selectText: options.select, expand, crossed };
+  }
+
+  /** Returning the written record (and what it expands) is reading it: checked before anything is written. */
   private representationPrivileges(ctx: RequestContext, entity: EntityModel): string[] {
-    return ctx.prefs.returnRepresentation ? [this.priv("Read", entity)] : [];
+    if (!ctx.prefs.returnRepresentation) return [];
+    return [this.priv("Read", entity), ...this.representationQuery(ctx, entity).crossed.map((e) => this.priv("Read", e))];
   }
 
   private expectedVersion(ctx: RequestContext): { version?: number; mustExist: boolean } {
@@ -1079,7 +1093,7 @@ export class ODataProcessor {
    */
   private async upsertByKey(ctx: RequestContext, entity: EntityModel, provider: DataProvider, args: string): Promise<ODataResponse> {
     this.acceptsJson(ctx);
-    parseQueryOptions(ctx.query, new Set(["$select"]));
+    this.representationQuery(ctx, entity);
     const body = this.readJsonBody(ctx);
     for (let attempt = 0; ; attempt++) {
       let id: string;

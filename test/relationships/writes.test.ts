@@ -67,6 +67,31 @@ describe.each(STORE_KINDS)("relationship writes (%s)", (kind: StoreKind) => {
       expect(await get(`new_contacts(${c})?$select=new_city,_new_accountref_value`)).toMatchObject({ new_city: "Bergen", _new_accountref_value: null });
     });
 
+    it("returns the written record with $expand on create and on update (Prefer: return=representation)", async () => {
+      const a = await account("Expanded Ltd");
+      const r = await service.request("POST", "new_contacts?$select=new_name&$expand=new_accountref($select=new_name)", { body: { new_name: "With account", "new_accountref@odata.bind": `/new_accounts(${a})` }, headers: { Prefer: "return=representation" } });
+      expect(r.status, r.body).toBe(201);
+      const created = json(r);
+      expect(created.new_accountref).toMatchObject({ new_accountid: a, new_name: "Expanded Ltd" });
+      expect(created["@odata.context"]).toContain("new_accountref(new_name)");
+      const c = created.new_contactid as string;
+      await service.request("POST", "new_tasks", { body: { new_name: "task of c", "new_contactref@odata.bind": `/new_contacts(${c})` } });
+      const u = await service.request("PATCH", `new_contacts(${c})?$select=new_city&$expand=new_tasks($select=new_name),new_accountref($select=new_name)`, { body: { new_city: "Turku" }, headers: { Prefer: "return=representation" } });
+      expect(u.status, u.body).toBe(200);
+      const updated = json(u);
+      expect(updated.new_city).toBe("Turku");
+      expect(updated.new_tasks.map((t: any) => t.new_name)).toEqual(["task of c"]);
+      expect(updated.new_accountref.new_name).toBe("Expanded Ltd");
+    });
+
+    it("an unknown navigation in a write's $expand is a 400 and writes nothing", async () => {
+      const before = await counts(service);
+      const r = await service.request("POST", "new_contacts?$expand=new_nothing", { body: { new_name: "never" }, headers: { Prefer: "return=representation" } });
+      expect(r.status, r.body).toBe(400);
+      expect(json(r).error.message).toContain("new_nothing");
+      expect(await counts(service)).toEqual(before);
+    });
+
     it("ignores the @odata.context of a payload a client received and sends back", async () => {
       const r = await service.request("POST", "new_accounts", { body: { "@odata.context": `${ROOT}/$metadata#new_accounts/$entity`, new_name: "From a template" } });
       expect(r.status, r.body).toBe(204);

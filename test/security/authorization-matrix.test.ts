@@ -775,6 +775,18 @@ describe.each(STORE_KINDS)("authorization matrix (%s)", (kind: StoreKind) => {
       expect(await counts(env)()).toEqual(before);
     });
 
+    it("a write returning its record with $expand needs Read on what it expands, checked before writing", async () => {
+      const app = await caller();
+      await s.assignRole(app.userId, await roleFor([prv("Create", CANDIDATE), prv("Read", CANDIDATE)]));
+      const before = await counts(env)();
+      const r = await app.call("POST", `${CANDIDATES}?$select=mshr_firstname&$expand=mshr_fk_worker_id($select=mshr_firstname)`, { body: exportedCandidate(), headers: { Prefer: "return=representation" } });
+      expect(r.status, r.body).toBe(403);
+      expect(json(r).error.message).toContain(prv("Read", WORKER));
+      expect(await counts(env)()).toEqual(before);
+      const plain = await app.call("POST", `${CANDIDATES}?$select=mshr_firstname`, { body: exportedCandidate(), headers: { Prefer: "return=representation" } });
+      expect(plain.status, plain.body).toBe(201);
+    });
+
     it("a change set whose second request is refused is rolled back as a whole (multipart)", async () => {
       const app = await caller();
       await s.assignRole(app.userId, await roleFor([prv("Create", CANDIDATE)]));
