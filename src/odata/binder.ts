@@ -228,9 +228,17 @@ export class ExpressionBinder {
       const text = this.aliases.get(alias.name);
       if (text === undefined) throw badRequest(`${this.at(alias)}: the parameter alias '@${alias.name}' has no value in the query`);
       const inner = text.trim();
-      if (!inner.startsWith("(") && !inner.startsWith("[")) throw badRequest(`The parameter alias '@${alias.name}' used with 'in' must be a list in parentheses`);
-      const syntax = parseFilterSyntax(`x in (${inner.slice(1, -1)})`, `@${alias.name}`);
-      list = (syntax as Extract<SyntaxNode, { kind: "in" }>).list;
+      const notAList = () => badRequest(`The parameter alias '@${alias.name}' used with 'in' must be one list of literals in parentheses, not '${clip(inner)}'`);
+      if (!(inner.startsWith("(") && inner.endsWith(")")) && !(inner.startsWith("[") && inner.endsWith("]"))) throw notAList();
+      // Parsed as the list it claims to be: a value like `(1) or x eq (2)` is not one list.
+      let syntax: SyntaxNode;
+      try {
+        syntax = parseFilterSyntax(`x in (${inner.slice(1, -1)})`, `@${alias.name}`);
+      } catch {
+        throw notAList();
+      }
+      if (syntax.kind !== "in" || syntax.operand.kind !== "path" || syntax.operand.segments.join("/") !== "x") throw notAList();
+      list = syntax.list;
     }
     const values = list.map((item) => {
       const v = this.bind(item);
@@ -315,4 +323,9 @@ export function selectedComplexProperties(entity: EntityModel, text: string | un
     .split(",")
     .map((s) => s.trim())
     .filter((s) => entity.complexProperties.has(s));
+}
+
+/** Echoed input, cut short so an error never carries a whole oversized request back. */
+export function clip(text: string, max = 200): string {
+  return text.length > max ? `${text.slice(0, max)}… (${text.length} characters)` : text;
 }

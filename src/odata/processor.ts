@@ -5,8 +5,9 @@ import { describeViolation, payloadValidator, type WriteMode } from "../metadata
 import { unsupportedConstruct, type DataProvider, type Row, type WriteContext } from "../providers/data-provider.js";
 import type { ProviderRegistry } from "../providers/provider-registry.js";
 import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type SecurityPolicy } from "../security/access.js";
-import { bindSelect, ExpressionBinder, selectedComplexProperties } from "./binder.js";
+import { bindSelect, clip, ExpressionBinder, selectedComplexProperties } from "./binder.js";
 import { JOINED_PREFIX, type BoundExpression, type BoundQuery } from "./bound.js";
+import { inputErrorOf } from "../store/executor.js";
 import { bindExpand, expandContext, type ExpandItem } from "./expand.js";
 import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences, type BatchPart, type BatchResult } from "./batch.js";
 import { csdlJson, csdlXml } from "./csdl.js";
@@ -111,6 +112,9 @@ export class ODataProcessor {
     if (e instanceof ODataError) {
       return { status: e.status, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...e.headers }, body: JSON.stringify(e.toJSON()) };
     }
+    // The store refusing one of the request's values is the request's fault, and is said so.
+    const input = inputErrorOf(e);
+    if (input) return this.errorResponse(badRequest(input));
     // An unexpected failure: log it for the operator, answer without internals.
     (this.options.onError ?? ((err) => console.error("[virtual-entity-provider] unexpected error:", err)))(e);
     return { status: 500, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0" }, body: JSON.stringify({ error: { code: ErrorCodes.internal, message: "An unexpected error occurred; it has been logged." } }) };
@@ -118,8 +122,14 @@ export class ODataProcessor {
 
   baseUrlOf(request: ODataRequest): string {
     if (this.options.baseUrl) return this.options.baseUrl.replace(/\/$/, "");
+    // Without a configured baseUrl, links are built from the request's Host and X-Forwarded-Proto: both are
+    // checked, so a forged header cannot put another scheme or arbitrary text into nextLinks and ids.
     const host = header(request, "host") ?? "localhost";
-    const proto = (header(request, "x-forwarded-proto") ?? "http").split(",")[0]!.trim();
+    const proto = (header(request, "x-forwarded-proto") ?? "http").split(",")[0]!.trim().toLowerCase();
+    if (proto !== "http" && proto !== "https") throw badRequest(`X-Forwarded-Proto must be http or https, not '${clip(proto, 40)}'`);
+    if (!/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host)) {
+      throw badRequest(`The Host header '${clip(host, 100)}' is not a host name or address`);
+    }
     return `${proto}://${host}`;
   }
 
@@ -131,7 +141,10 @@ export class ODataProcessor {
       throw notFound(`No resource at '${path}'; the service root is ${this.rootPath}/`);
     }
     const maxVersion = header(request, "odata-maxversion");
+    if (maxVersion !== undefined && !/^\d{1,2}\.\d{1,2}$/.test(maxVersion.trim())) throw badRequest(`OData-MaxVersion must be a version such as 4.0, not '${clip(maxVersion, 40)}'`);
     if (maxVersion && Number.parseFloat(maxVersion) < 4) throw badRequest(`This service speaks OData 4.0; OData-MaxVersion ${maxVersion} is too low`);
+    const version = header(request, "odata-version");
+    if (version !== undefined && !/^4\.0(1)?$/.test(version.trim())) throw badRequest(`This service reads OData 4.0 requests; OData-Version '${clip(version, 40)}' is not one it understands`);
     const caller = knownCaller ?? (await this.security.authenticate({ method: request.method, headers: request.headers }));
     const ctx: RequestContext = {
       model: this.options.metadata.model,
@@ -169,9 +182,21 @@ export class ODataProcessor {
   private acceptsJson(ctx: RequestContext, alsoText = false): void {
     const accept = header(ctx.request, "accept");
     if (!accept) return;
-    const types = accept.split(",").map((t) => t.split(";")[0]!.trim().toLowerCase());
-    const ok = types.some((t) => t === "*/*" || t === "application/*" || t === "application/json" || (alsoText && (t === "text/plain" || t === "text/*")));
-    if (!ok) throw new ODataError(406, ErrorCodes.notAcceptable, `None of the media types in Accept (${accept}) can be produced; use application/json`);
+    let refusedParameter: string | undefined;
+    const ok = accept.split(",").some((range) => {
+      const [rawType, ...params] = range.split(";");
+      const t = rawType!.trim().toLowerCase();
+      if (!(t === "*/*" || t === "application/*" || t === "application/json" || (alsoText && (t === "text/plain" || t === "text/*")))) return false;
+      const q = params.find((p) => p.trim().toLowerCase().startsWith("q="));
+      if (q !== undefined && Number(q.split("=")[1]) === 0) return false;
+      const unsupported = unsupportedMediaParameter(params);
+      refusedParameter ??= unsupported;
+      return unsupported === undefined;
+    });
+    if (!ok) {
+      const why = refusedParameter ? `: this service writes application/json with odata.metadata=minimal and IEEE754Compatible=false only, not '${clip(refusedParameter.trim(), 80)}'` : "; use application/json";
+      throw new ODataError(406, ErrorCodes.notAcceptable, `None of the media types in Accept (${clip(accept, 200)}) can be produced${why}`);
+    }
   }
 
   private json(status: number, body: unknown, headers: Record<string, string> = {}): ODataResponse {
@@ -190,8 +215,10 @@ export class ODataProcessor {
 
   private checkFormat(options: QueryOptions): void {
     if (options.format !== undefined && !/^(json|application\/json)(;.*)?$/i.test(options.format)) {
-      throw new ODataError(406, ErrorCodes.notAcceptable, `$format=${options.format} is not supported; use json`);
+      throw new ODataError(406, ErrorCodes.notAcceptable, `$format=${clip(options.format, 100)} is not supported; use json`);
     }
+    const unsupported = options.format === undefined ? undefined : unsupportedMediaParameter(options.format.split(";").slice(1));
+    if (unsupported !== undefined) throw new ODataError(406, ErrorCodes.notAcceptable, `$format parameter '${clip(unsupported.trim(), 80)}' is not supported: this service writes odata.metadata=minimal and IEEE754Compatible=false only`);
   }
 
   private metadataDocument(ctx: RequestContext): ODataResponse {
@@ -435,7 +462,8 @@ export class ODataProcessor {
   /** `GET set(id)/nav/$ref`: the related records' ids as `@odata.id` URLs. */
   private async getReferences(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, nav: NavigationModel): Promise<ODataResponse> {
     this.acceptsJson(ctx);
-    parseQueryOptions(ctx.query, new Set(["$filter", "$orderby", "$top", "$skip"]));
+    // A single-valued reference is one link: query options have nothing to act on there.
+    parseQueryOptions(ctx.query, nav.kind === "single" ? new Set() : new Set(["$filter", "$orderby", "$top", "$skip"]));
     await this.require(ctx, [this.priv("Read", entity), this.priv("Read", nav.target)]);
     const row = await provider.retrieve(entity, id, nav.kind === "single" ? [entity.primaryId, nav.lookup!] : [entity.primaryId]);
     if (!row) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
@@ -451,8 +479,18 @@ export class ODataProcessor {
     restrictToRelated(query, nav, [id]);
     const targetProvider = this.options.providers.for(nav.target);
     this.checkSupported(targetProvider, query);
-    const { rows } = await targetProvider.retrieveMultiple({ query, pageSize: query.top ?? this.maxPageSize });
-    return this.json(200, { "@odata.context": `${ctx.root}/$metadata#Collection($ref)`, value: rows.map((r) => ({ "@odata.id": url(r[nav.target.primaryId.logicalName] as string) })) });
+    const pageSize = Math.min(query.top ?? this.maxPageSize, this.maxPageSize);
+    const { rows, next } = await targetProvider.retrieveMultiple({ query, pageSize });
+    const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#Collection($ref)`, value: rows.map((r) => ({ "@odata.id": url(r[nav.target.primaryId.logicalName] as string) })) };
+    // More links than a page: the rest follow by $skip (a $top larger than the page is honoured the same way).
+    const remaining = query.top === undefined ? Infinity : query.top - rows.length;
+    if (next && remaining > 0) {
+      const kept = ctx.query.split("&").filter((p) => p && !/^(\$|%24)?(skip|top)=/i.test(p));
+      kept.push(`$skip=${(query.skip ?? 0) + rows.length}`);
+      if (query.top !== undefined) kept.push(`$top=${remaining}`);
+      body["@odata.nextLink"] = `${ctx.root}/${entity.entitySetName}(${id})/${nav.name}/$ref?${kept.join("&")}`;
+    }
+    return this.json(200, body);
   }
 
   private async writeLookup(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, nav: NavigationModel, targetId: string | null): Promise<ODataResponse> {
@@ -595,6 +633,8 @@ export class ODataProcessor {
         }
         const page = item.top ?? this.maxPageSize;
         const skip = item.skip ?? 0;
+        // The nested options may name parameter aliases: their values travel with the link.
+        const aliasParams = ctx.query.split("&").filter((p) => /^(@|%40)/i.test(p));
         for (const r of rows) {
           const id = r[entity.primaryId.logicalName] as string;
           const all = groups.get(id) ?? [];
@@ -603,7 +643,7 @@ export class ODataProcessor {
           r[COLLECTION_PREFIX + nav.name] = {
             rows: slice,
             count: item.count ? all.length : undefined,
-            nextLink: more ? `${ctx.root}/${entity.entitySetName}(${id})/${nav.name}?${[item.optionsText, `$skip=${skip + page}`].filter(Boolean).join("&")}` : undefined,
+            nextLink: more ? `${ctx.root}/${entity.entitySetName}(${id})/${nav.name}?${[item.optionsText, `$skip=${skip + page}`, ...aliasParams].filter(Boolean).join("&")}` : undefined,
           } satisfies Expansion;
         }
         found = [...groups.values()].flatMap((g) => g.slice(skip, skip + page));
@@ -689,6 +729,7 @@ export class ODataProcessor {
     const requested = ctx.prefs.maxPageSize;
     const pageSize = Math.min(requested ?? this.maxPageSize, this.maxPageSize);
     const order = SqlQueryCompiler.orderOf(query);
+    if (options.skiptoken !== undefined && options.skip !== undefined) throw badRequest("$skip cannot be combined with $skiptoken: the token already holds the position; follow the @odata.nextLink as returned");
     const state = options.skiptoken !== undefined ? decodeSkipToken(options.skiptoken, order.map((t) => t.expression.type)) : undefined;
     const returned = state?.returned ?? 0;
     const remaining = query.top !== undefined ? Math.max(0, query.top - returned) : Number.MAX_SAFE_INTEGER;
@@ -1344,6 +1385,29 @@ interface Expansion {
   rows: Row[];
   count?: number;
   nextLink?: string;
+}
+
+/**
+ * The first media type parameter this service cannot honour (OData: unknown or unsupported format
+ * parameters are refused, not ignored); undefined when all can be.
+ */
+function unsupportedMediaParameter(params: readonly string[]): string | undefined {
+  for (const p of params) {
+    const eq = p.indexOf("=");
+    const key = (eq < 0 ? p : p.slice(0, eq)).trim().toLowerCase();
+    const value = (eq < 0 ? "" : p.slice(eq + 1)).trim().replace(/^"(.*)"$/, "$1").toLowerCase();
+    if (key === "") continue;
+    if (key === "odata.metadata" || key === "metadata") {
+      if (value !== "minimal") return p;
+    } else if (key === "ieee754compatible") {
+      if (value !== "false") return p;
+    } else if (key === "charset") {
+      if (value !== "utf-8" && value !== "utf8") return p;
+    } else if (key === "odata.streaming" || key === "streaming") {
+      if (value !== "true" && value !== "false") return p;
+    } else if (key !== "q") return p;
+  }
+  return undefined;
 }
 
 /** Rows serialized per chunk: each chunk's JSON objects die young instead of living until the page is written. */

@@ -122,15 +122,18 @@ export function parsePrefer(headers: string | string[] | undefined): Preferences
         if (!/^\d{1,9}$/.test(value) || Number(value) < 1) throw badRequest(`The preference odata.maxpagesize must be a positive integer, not '${value}'`);
         prefs.maxPageSize = Number(value);
       } else if (key === "return") {
+        // Values a service does not know are ignored (RFC 7240); Preference-Applied then does not list them.
         if (value === "representation") prefs.returnRepresentation = true;
         else if (value === "minimal") prefs.returnMinimal = true;
-        else throw badRequest(`The preference return must be 'representation' or 'minimal', not '${value}'`);
       } else if (key === "odata.include-annotations" || key === "include-annotations") {
         prefs.includeAnnotations.push(...value.split(",").map((s) => s.trim()).filter(Boolean));
       } else if (key === "odata.continue-on-error" || key === "continue-on-error") {
         prefs.continueOnError = value === "" || value === "true";
+      } else if (key === "odata.track-changes" || key === "track-changes") {
+        // Dataverse answers it with a delta link that clients then depend on: refused rather than ignored.
+        throw notImplemented("Change tracking (Prefer: odata.track-changes) is not supported by this service");
       }
-      // Other preferences (respond-async, odata.track-changes, wait...) are hints a service may ignore (RFC 7240).
+      // Other preferences (respond-async, wait...) are hints a service may ignore (RFC 7240).
     }
   }
   return prefs;

@@ -22,14 +22,18 @@ function fits(value: unknown, type: string): boolean {
     case "Edm.Guid":
       return typeof value === "string" && isGuid(value);
     case "Edm.Date":
-      return typeof value === "string" && /^\d{4}-\d{2}-\d{2}$/.test(value);
+      if (typeof value !== "string" || !/^\d{4}-\d{2}-\d{2}$/.test(value)) return false;
+      // A real calendar day: 2024-02-30 and 2024-99-99 are not.
+      return !Number.isNaN(Date.parse(`${value}T00:00:00Z`)) && new Date(`${value}T00:00:00Z`).toISOString().slice(0, 10) === value;
     case "Edm.DateTimeOffset":
-      return typeof value === "string" && !Number.isNaN(Date.parse(value));
+      // A date and time as a store keeps it (ISO 8601, or with a space as SQLite sources often write it).
+      return typeof value === "string" && /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$/.test(value) && !Number.isNaN(Date.parse(value.replace(" ", "T")));
     case "Edm.Boolean":
       return typeof value === "boolean" || value === 0 || value === 1;
     case "Edm.Int32":
+      return typeof value === "number" && Number.isInteger(value) && value >= -2147483648 && value <= 2147483647;
     case "Edm.Int64":
-      return typeof value === "number" && Number.isInteger(value);
+      return typeof value === "number" && Number.isSafeInteger(value);
     default:
       return typeof value === "number" && Number.isFinite(value);
   }

@@ -65,3 +65,17 @@ export async function contained<T>(executor: SqlExecutor, work: () => Promise<T>
     throw e;
   }
 }
+
+/**
+ * What a store error says about the request's own values, when it is about them: PostgreSQL's data
+ * exceptions (SQLSTATE class 22: numeric overflow, a date out of range, division by zero, a value too long)
+ * and SQLite's limits on pattern and value sizes. Undefined for anything else, which stays a server error.
+ */
+export function inputErrorOf(e: unknown): string | undefined {
+  const err = e as { code?: unknown; message?: unknown };
+  const message = typeof err?.message === "string" ? err.message : "";
+  if (typeof err?.code === "string" && /^22[0-9A-Z]{3}$/.test(err.code) && message) return `The store cannot evaluate a value of the request: ${message}`;
+  if (/LIKE or GLOB pattern too complex/.test(message)) return "A string in the request's $filter is too long to match (contains, startswith and endswith patterns are limited to 50,000 bytes)";
+  if (err?.code === "SQLITE_TOOBIG") return "A value of the request is larger than the store accepts";
+  return undefined;
+}

@@ -1,6 +1,6 @@
 import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
 import type { BoundExpression, BoundOrderBy, BoundQuery } from "../odata/bound.js";
-import { INTEGER_TYPES } from "../odata/bound.js";
+import { INTEGER_TYPES, visitExpression } from "../odata/bound.js";
 import { type Dialect, SqlBuilder } from "./dialect.js";
 
 export interface CompiledSql {
@@ -60,7 +60,9 @@ export class SqlQueryCompiler {
   /** The effective order: the requested terms, then the primary key so paging is deterministic. */
   static orderOf(query: BoundQuery): BoundOrderBy[] {
     const pk = query.entity.primaryId;
-    const terms = [...query.orderBy];
+    // A term that reads no property (`now()`, a literal) ties every row: it cannot change the order, and as a
+    // paging position it would change between requests, so it is left out.
+    const terms = query.orderBy.filter((t) => readsProperty(t.expression));
     const hasPk = terms.some((t) => t.expression.kind === "property" && t.expression.navigations.length === 0 && t.expression.attribute === pk);
     if (!hasPk) terms.push({ expression: { kind: "property", type: pk.edmType, attribute: pk, navigations: [] }, descending: false });
     return terms;
@@ -378,4 +380,12 @@ export function fromStore(attr: AttributeModel, value: unknown): unknown {
     default:
       return value;
   }
+}
+
+function readsProperty(e: BoundExpression): boolean {
+  let found = false;
+  visitExpression(e, (x) => {
+    if (x.kind === "property") found = true;
+  });
+  return found;
 }

@@ -228,7 +228,19 @@ const ERROR_CASES: ErrorCase[] = [
   { name: "PATCH on $count", method: "PATCH", url: "new_items/$count", init: { body: {} }, status: 405, message: /PATCH/ },
   { name: "OData-MaxVersion 3.0", url: "new_items", init: { headers: { "OData-MaxVersion": "3.0" } }, status: 400, message: /3\.0/ },
   { name: "bad odata.maxpagesize", url: "new_items", init: { headers: { Prefer: "odata.maxpagesize=0" } }, status: 400, message: /maxpagesize/ },
-  { name: "bad return preference", url: "new_items", init: { headers: { Prefer: "return=everything" } }, status: 400, message: /return/ },
+  { name: "OData-MaxVersion that is not a version", url: "new_items", init: { headers: { "OData-MaxVersion": "abc" } }, status: 400, message: /OData-MaxVersion/ },
+  { name: "OData-Version this service does not read", url: "new_items", init: { headers: { "OData-Version": "5.0" } }, status: 400, message: /OData-Version/ },
+  { name: "change tracking asked for", url: "new_items", init: { headers: { Prefer: "odata.track-changes" } }, status: 501, message: /track-changes/ },
+  { name: "Accept with full metadata", url: "new_items", init: { headers: { Accept: "application/json;odata.metadata=full" } }, status: 406, message: /odata\.metadata=full/ },
+  { name: "Accept with IEEE754Compatible=true", url: "new_items", init: { headers: { Accept: "application/json;IEEE754Compatible=true" } }, status: 406, message: /IEEE754Compatible=true/ },
+  { name: "Accept with an unknown parameter", url: "new_items", init: { headers: { Accept: "application/json;odata.foo=bar" } }, status: 406, message: /odata\.foo/ },
+  { name: "Accept with q=0 only", url: "new_items", init: { headers: { Accept: "application/json;q=0" } }, status: 406, message: /Accept/ },
+  { name: "$format with none metadata", url: "new_items?$format=application/json;odata.metadata=none", status: 406, message: /odata\.metadata=none/ },
+  { name: "X-Forwarded-Proto that is not http(s)", url: "new_items", init: { headers: { "X-Forwarded-Proto": "javascript" } }, status: 400, message: /X-Forwarded-Proto/ },
+  { name: "Host that is not a host", url: "new_items", init: { headers: { Host: "evil.example/x?y" } }, status: 400, message: /Host/ },
+  { name: "$skip with $skiptoken", url: "new_rows?$skip=1&$skiptoken=eyJwIjpbXSwibiI6MH0", status: 400, message: /\$skip cannot be combined/ },
+  { name: "in-list alias that is not one list", url: "new_items?$filter=new_qty in @p&@p=(1) or new_qty eq (2)", status: 400, message: /@p/ },
+  { name: "in-list alias with mismatched brackets", url: "new_items?$filter=new_qty in @p&@p=(1,2]", status: 400, message: /@p/ },
 
   // ---- payload violations: 400 naming the field
   { name: "missing required field", method: "POST", url: "new_items", init: { body: { new_qty: 1 } }, status: 400, message: /new_name/ },
@@ -419,6 +431,60 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
       const annotated = await req("GET", `new_items(${item})`, { headers: { "If-None-Match": etag, Prefer: 'odata.include-annotations="*"' } });
       expect(annotated.status, annotated.body).toBe(200);
       expect(json(annotated)["_new_ownerref_value@OData.Community.Display.V1.FormattedValue"]).toBe("renamed");
+    });
+  });
+
+  describe("values the store cannot take, and positions that cannot be trusted", () => {
+    const token = (position: unknown[]) => Buffer.from(JSON.stringify({ p: position, n: 0 })).toString("base64url");
+
+    it("arithmetic overflowing the store's numbers is a 400 naming it, never a 500", async () => {
+      for (const filter of ["new_qty mul 2147483647 mul 2147483647 mul 4 gt 0", "new_qty mul 1e300 mul 1e300 gt 0"]) {
+        const r = await req("GET", `new_items?$filter=${encodeURIComponent(filter)}`);
+        // SQLite widens to floating point and answers; PostgreSQL refuses the overflow.
+        if (kind === "postgres") {
+          expectError(r, 400, /out of range|overflow/i);
+        } else expect(r.status, r.body).toBe(200);
+      }
+    });
+
+    it("a contains() pattern longer than the store can match is a 400, never a 500", async () => {
+      const r = await req("GET", `new_items?$filter=${encodeURIComponent(`contains(new_name,'${"x".repeat(60_000)}')`)}`);
+      if (kind === "sqlite") expectError(r, 400, /too long/);
+      else expect(r.status, r.body).toBe(200);
+    });
+
+    it("a $skiptoken whose position does not fit the order's types is a 400 on both stores", async () => {
+      const item = ids.item;
+      for (const [orderby, position] of [
+        ["new_qty", [1e308, item]],
+        ["new_qty", [2147483648, item]],
+        ["new_when", ["1", item]],
+        ["new_day", ["2024-99-99", item]],
+      ] as const) {
+        const r = await req("GET", `new_items?$orderby=${orderby}&$skiptoken=${token([...position])}`);
+        expectError(r, 400, /\$skiptoken/);
+      }
+    });
+
+    it("an order term that reads no property does not disturb paging: every row exactly once", async () => {
+      for (const orderby of ["now()", "1", "new_rank,now() desc"]) {
+        const names: string[] = [];
+        let url: string | undefined = `new_rows?$select=new_name&$orderby=${encodeURIComponent(orderby)}`;
+        for (let pages = 0; url && pages < 50; pages++) {
+          const r = await req("GET", url.replace(/^.*\/api\/data\/v9\.2\//, ""), { headers: { Prefer: "odata.maxpagesize=2" } });
+          expect(r.status, r.body).toBe(200);
+          names.push(...json(r).value.map((x: { new_name: string }) => x.new_name));
+          url = json(r)["@odata.nextLink"];
+        }
+        expect(url, `${orderby}: paging ended`).toBeUndefined();
+        expect([...names].sort(), orderby).toEqual(ROWS.map((x) => x.new_name).sort());
+      }
+    });
+
+    it("a single-valued $ref takes no query options", async () => {
+      const r = await req("GET", `new_items(${ids.item})/new_ownerref/$ref?$filter=${encodeURIComponent("new_name eq 'zzz'")}`);
+      expectError(r, 400, /\$filter/);
+      expect((await req("GET", `new_items(${ids.item})/new_ownerref/$ref`)).status).toBe(200);
     });
   });
 

@@ -775,4 +775,25 @@ describe.each(STORE_KINDS)("expanded collections larger than the server's page s
     const rest = await allPages(service, skipped["new_contacts@odata.nextLink"]);
     expect(rest.flatMap((p) => p.value).map((c: any) => c.new_name)).toEqual(["c5", "c6", "c7"]);
   });
+
+  it("the nextLink of an expanded collection carries the parameter aliases its options use", async () => {
+    const r = await service.request("GET", `new_accounts(${account})?$expand=new_contacts($select=new_name;$orderby=new_name;$filter=new_age ge @min)&@min=21`);
+    expect(r.status, r.body).toBe(200);
+    const body = json(r);
+    expect(body.new_contacts.map((c: any) => c.new_name)).toEqual(["c1", "c2", "c4"]);
+    const rest = await allPages(service, body["new_contacts@odata.nextLink"]);
+    expect(rest.flatMap((p) => p.value).map((c: any) => c.new_name)).toEqual(["c5", "c7"]);
+  });
+
+  it("a collection of references larger than the page continues by nextLink, every link once", async () => {
+    const first = json(await service.request("GET", `new_accounts(${account})/new_contacts/$ref`));
+    expect(first.value).toHaveLength(3);
+    expect(first["@odata.nextLink"]).toMatch(/\/new_contacts\/\$ref\?/);
+    const rest = await allPages(service, first["@odata.nextLink"]);
+    const ids = [...first.value, ...rest.flatMap((p) => p.value)].map((v: any) => /\(([^)]+)\)$/.exec(v["@odata.id"])![1]);
+    expect([...ids].sort()).toEqual([...contacts].sort());
+    const topped = json(await service.request("GET", `new_accounts(${account})/new_contacts/$ref?$top=5`));
+    const toppedRest = await allPages(service, topped["@odata.nextLink"]);
+    expect(topped.value.length + toppedRest.reduce((n, p) => n + p.value.length, 0)).toBe(5);
+  });
 });
