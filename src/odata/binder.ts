@@ -42,7 +42,7 @@ const FUNCTIONS: Record<FunctionName, FunctionSignature> = {
 
 /** Functions defined by OData that this library does not translate: a 501, never a silent drop. */
 const KNOWN_UNSUPPORTED = new Set([
-  "matchesPattern", "fractionalseconds", "totaloffsetminutes", "totalseconds", "maxdatetime", "mindatetime", "time",
+  "matchesPattern", "matchespattern", "fractionalseconds", "totaloffsetminutes", "totalseconds", "maxdatetime", "mindatetime", "time",
   "geo.distance", "geo.intersects", "geo.length", "cast", "isof", "case", "hassubset", "hassubsequence",
 ]);
 
@@ -274,6 +274,11 @@ export class ExpressionBinder {
       if (a.type !== want) throw badRequest(`${this.at(node)}: argument ${i + 1} of '${name}' must be ${want}, not ${a.type}`);
       return a;
     });
+    if (name === "substring" && coerced.length === 3) {
+      // OData: a negative length is a bad request (a negative start counts as 0, on both stores).
+      const length = coerced[2]!;
+      if (length.kind === "constant" && typeof length.value === "number" && length.value < 0) throw badRequest(`${this.at(node)}: the length of substring must not be negative (${length.value})`);
+    }
     return { kind: "call", type: sig.returns(coerced), name: name as FunctionName, args: coerced };
   }
 }

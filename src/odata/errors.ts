@@ -1,4 +1,6 @@
 /** An error that becomes an OData JSON error body `{"error":{"code","message"}}` with its HTTP status. */
+const MAX_MESSAGE = 2000;
+
 export class ODataError extends Error {
   constructor(
     readonly status: number,
@@ -6,7 +8,8 @@ export class ODataError extends Error {
     message: string,
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
+    // Messages quote the request (names, literals); a hostile one must not come back whole.
+    super(message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)}… (message cut at ${MAX_MESSAGE} characters)` : message);
     this.name = "ODataError";
   }
 

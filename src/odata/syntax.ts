@@ -92,6 +92,10 @@ export function tokenize(input: string, option: string): Token[] {
       i++;
       continue;
     }
+    if (c === "$" && /^\$(it|root|this)\b/.test(rest)) {
+      throw notImplemented(`${/^\$\w+/.exec(rest)![0]} (position ${i} in ${option}) is not supported`);
+    }
+    if (c === "[" || c === "{") throw notImplemented(`JSON array and object literals (position ${i} in ${option}) are not supported; write lists in parentheses`);
     if (c === "@") {
       const m = IDENT.exec(rest.slice(1));
       if (!m) throw syntaxError(option, i, "expected a parameter alias name after '@'");
@@ -132,10 +136,14 @@ export function tokenize(input: string, option: string): Token[] {
     }
     if ((m = IDENT.exec(rest))) {
       const word = m[0];
-      if (word === "duration" && rest[word.length] === "'") {
-        throw notImplemented(`Duration literals (position ${i} in ${option}) are not supported`);
+      if (["duration", "binary", "geography", "geometry"].includes(word) && rest[word.length] === "'") {
+        throw notImplemented(`${word[0]!.toUpperCase()}${word.slice(1)} literals (position ${i} in ${option}) are not supported`);
       }
+      if (word === "case" && /^case\s*\(/.test(rest)) throw notImplemented(`The case() function (position ${i} in ${option}) is not supported`);
       if (word.includes(".") && rest[word.length] === "'") {
+        // Enumerations exist only in the Dataverse metadata namespace here; any other qualified literal is a type
+        // this service does not have, and comparing it as text would ignore its type.
+        if (!/^(Microsoft\.Dynamics\.CRM|mscrm)\.[A-Za-z]+$/.test(word)) throw syntaxError(option, i, `'${word}' is not an enumeration type of this service`);
         // An enumeration literal such as Microsoft.Dynamics.CRM.OwnershipTypes'UserOwned' compares as its member name.
         const inner = tokenize(rest.slice(word.length), option)[0]!;
         if (inner.t !== "literal" || inner.type !== "string") throw syntaxError(option, i, `malformed enumeration literal '${word}'`);

@@ -441,7 +441,8 @@ export class FilterGenerator {
         e = { k: "call", type: "Edm.String", fn, args: this.rng.chance(0.5) ? [a, b] : [b, a] };
       } else if (fn === "substring") {
         const args = [this.str(depth - 1), this.int32Arg(depth)];
-        if (this.rng.chance(0.6)) args.push(this.int32Arg(depth));
+        // A negative literal length is a 400 (OData), not a query: lengths are generated from 0 up.
+        if (this.rng.chance(0.6)) args.push(this.int32Arg(depth, 0));
         e = { k: "call", type: "Edm.String", fn, args };
       } else {
         e = { k: "call", type: "Edm.String", fn, args: [this.str(depth - 1)] };
@@ -455,10 +456,10 @@ export class FilterGenerator {
   }
 
   /** An Edm.Int32 argument (substring positions). */
-  private int32Arg(depth: number): Expr {
+  private int32Arg(depth: number, min = -2): Expr {
     switch (this.rng.weighted({ lit: 7, prop: 2, length: 1 })) {
       case "lit":
-        return this.aliased(intLiteral(this.rng.int(-2, 8)));
+        return this.aliased(intLiteral(this.rng.int(min, 8)));
       case "prop":
         return this.prop(this.rng.pick(["new_qty", "new_kind", "new_n2"] as const));
       default:

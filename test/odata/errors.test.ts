@@ -240,6 +240,15 @@ const ERROR_CASES: ErrorCase[] = [
   { name: "Host that is not a host", url: "new_items", init: { headers: { Host: "evil.example/x?y" } }, status: 400, message: /Host/ },
   { name: "$skip with $skiptoken", url: "new_rows?$skip=1&$skiptoken=eyJwIjpbXSwibiI6MH0", status: 400, message: /\$skip cannot be combined/ },
   { name: "in-list alias that is not one list", url: "new_items?$filter=new_qty in @p&@p=(1) or new_qty eq (2)", status: 400, message: /@p/ },
+  { name: "$it", url: "new_items?$filter=$it/new_qty eq 1", status: 501, message: /\$it/ },
+  { name: "$root", url: "new_items?$filter=new_qty eq $root/new_items(1)/new_qty", status: 501, message: /\$root/ },
+  { name: "case()", url: "new_items?$filter=case(new_qty gt 1:true,true:false)", status: 501, message: /case/ },
+  { name: "binary literal", url: "new_items?$filter=new_name eq binary'AAEC'", status: 501, message: /Binary/ },
+  { name: "JSON array literal", url: "new_items?$filter=new_qty in [5,6]", status: 501, message: /JSON array/ },
+  { name: "matchespattern", url: "new_items?$filter=matchespattern(new_name,'^a')", status: 501, message: /matchespattern/ },
+  { name: "literal of an unknown type", url: "new_items?$filter=new_name eq Foo.Bar'alpha'", status: 400, message: /Foo\.Bar/ },
+  { name: "negative substring length", url: "new_items?$filter=substring(new_name,1,-5) eq 'a'", status: 400, message: /length of substring/ },
+  { name: "an oversized unknown name is not echoed whole", url: `new_items?$filter=${"x".repeat(100_000)} eq 1`, status: 400, message: /message cut at 2000/ },
   { name: "in-list alias with mismatched brackets", url: "new_items?$filter=new_qty in @p&@p=(1,2]", status: 400, message: /@p/ },
 
   // ---- payload violations: 400 naming the field
