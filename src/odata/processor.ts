@@ -377,6 +377,7 @@ export class ODataProcessor {
           throw methodNotAllowed(ctx.method, `a single ${entity.logicalName}`, ["GET", "PATCH", "DELETE"]);
       }
     }
+    if (second.name === "$ref") throw notImplemented(`The reference of a single record ('${entity.entitySetName}(<id>)/$ref') is not supported; its URL is its reference`);
     const op = this.findBoundOperation(second, entity, false);
     if (op) {
       if (third) throw notFound(`Resource not found for the segment '${third.name}'`);
@@ -409,6 +410,16 @@ export class ODataProcessor {
 
   private async navigationRequest(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, nav: NavigationModel, segment: PathSegment, rest: PathSegment[]): Promise<ODataResponse> {
     const [next, after] = rest;
+    if (next?.name === "$count" && !after) {
+      if (nav.kind === "single") throw badRequest(`'${nav.name}' is single-valued: it has no $count`);
+      this.onlyMethods(ctx, ["GET"], "$count");
+      await this.require(ctx, [this.priv("Read", entity)]);
+      if (!(await provider.retrieve(entity, id, [entity.primaryId]))) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+      return this.countCollection(ctx, nav.target, this.options.providers.for(nav.target), { navigation: nav, id });
+    }
+    if (next && next.name !== "$ref" && !after && (nav.target.properties.has(next.name) || nav.target.navigations.has(next.name))) {
+      throw notImplemented(`Addressing '${next.name}' through the navigation property '${nav.name}' is not supported; use $select or $expand`);
+    }
     if (after || (next && next.name !== "$ref")) throw notFound(`Resource not found for the segment '${(after ?? next)!.name}'`);
     if (!next) {
       if (segment.args !== undefined) throw notImplemented(`Addressing one related record as '${nav.name}(…)' is not supported; use ${nav.target.entitySetName}(<id>)`);
@@ -805,10 +816,11 @@ export class ODataProcessor {
     return names;
   }
 
-  private async countCollection(ctx: RequestContext, entity: EntityModel, provider: DataProvider): Promise<ODataResponse> {
+  private async countCollection(ctx: RequestContext, entity: EntityModel, provider: DataProvider, related?: { navigation: NavigationModel; id: string }): Promise<ODataResponse> {
     this.acceptsJson(ctx, true);
     const options = parseQueryOptions(ctx.query, new Set(["$filter"]));
     const query = this.bindCollectionQuery(ctx, entity, options);
+    if (related) restrictToRelated(query, related.navigation, [related.id]);
     await this.require(ctx, this.readPrivileges(entity, query));
     this.checkSupported(provider, { ...query, count: true });
     const count = await provider.count(query);

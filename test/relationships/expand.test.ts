@@ -3,6 +3,7 @@
  * separate queries on generated data; navigation paths (`set(id)/nav`); lookup annotations; and the
  * number of SQL statements per request (one per expanded level for the whole page).
  */
+import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { json, openTestService, STORE_KINDS, type StoreKind } from "../helpers/stores.js";
 import { ALL_ANNOTATIONS, allPages, ASSOCIATED_NAV, CITIES, contactsOf, defineCrm, FORMATTED, generate, LOOKUP_NAME, prng, ROOT, tagsOf, type Generated, type Service } from "./model.js";
@@ -783,6 +784,17 @@ describe.each(STORE_KINDS)("expanded collections larger than the server's page s
     expect(body.new_contacts.map((c: any) => c.new_name)).toEqual(["c1", "c2", "c4"]);
     const rest = await allPages(service, body["new_contacts@odata.nextLink"]);
     expect(rest.flatMap((p) => p.value).map((c: any) => c.new_name)).toEqual(["c5", "c7"]);
+  });
+
+  it("counts a navigation's related rows (set(id)/nav/$count), with $filter; addressing through it is a 501", async () => {
+    const all = await service.request("GET", `new_accounts(${account})/new_contacts/$count`);
+    expect(all.status, all.body).toBe(200);
+    expect(all.body).toBe("8");
+    const filtered = await service.request("GET", `new_accounts(${account})/new_contacts/$count?$filter=new_age eq 20`);
+    expect(filtered.body).toBe(String([0, 3, 6].length));
+    expect((await service.request("GET", `new_accounts(${account})/new_contacts/new_name`)).status).toBe(501);
+    expect((await service.request("GET", `new_accounts(${account})/$ref`)).status).toBe(501);
+    expect((await service.request("GET", `new_accounts(${randomUUID()})/new_contacts/$count`)).status).toBe(404);
   });
 
   it("a collection of references larger than the page continues by nextLink, every link once", async () => {
