@@ -134,6 +134,9 @@ async function main() {
     }
     const e = await compare({ urls: [expanded] }, { urls: [page] });
     console.log(`${"5000 candidates, $expand worker".padEnd(32)} ${e.a.toFixed(1).padStart(12)} ${e.b.toFixed(1).padStart(12)} ${(e.a / e.b).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
+    // The floor the store and HTTP set: the same two pages written by hand on the bare handler.
+    const floor = await compare({ urls: [`http://127.0.0.1:${barePort}/candidates-expanded`] }, { urls: [`http://127.0.0.1:${barePort}/candidates`] });
+    console.log(`${"  the same pages, bare".padEnd(32)} ${floor.a.toFixed(1).padStart(12)} ${floor.b.toFixed(1).padStart(12)} ${(floor.a / floor.b).toFixed(2).padStart(7)}   (hand-written SQL and JSON: what expanding costs without the OData layer)`);
     await odata.close();
     await new Promise<void>((r) => bare.close(() => r()));
   } finally {
@@ -162,6 +165,27 @@ function bareHandler(ex: SqliteExecutor, req: IncomingMessage, res: ServerRespon
         value: ex.prepare(`SELECT * FROM bench_person WHERE (bench_lastname, bench_personid) > (?, ?) ORDER BY bench_lastname, bench_personid LIMIT 50`).all(q("name"), q("id")),
       });
       break;
+    case "/candidates":
+    case "/candidates-expanded": {
+      // The $expand case by hand: the same page and JSON shape, one statement, no OData layer.
+      const expand = url.pathname === "/candidates-expanded";
+      const rows = ex
+        .prepare(
+          expand
+            ? `SELECT c."Id", c."FirstName", c."LastName", c."Email", c."RecVersion", w."Id", w."PersonnelNumber", w."FirstName", w."LastName", w."RecVersion" FROM "HcmLinkedInExportedCandidateEntity" c LEFT JOIN "HcmWorkerEntity" w ON w."Id" = c."WorkerId" ORDER BY c."Id" LIMIT 5000`
+            : `SELECT c."Id", c."FirstName", c."LastName", c."Email", c."RecVersion" FROM "HcmLinkedInExportedCandidateEntity" c ORDER BY c."Id" LIMIT 5000`,
+        )
+        .raw(true)
+        .all() as unknown[][];
+      body = JSON.stringify({
+        value: rows.map((r) => {
+          const row: Record<string, unknown> = { "@odata.etag": `W/"${r[4]}"`, mshr_hcmlinkedinexportedcandidateentityid: r[0], mshr_firstname: r[1], mshr_lastname: r[2], mshr_email: r[3] };
+          if (expand) row.mshr_fk_worker_id = r[5] === null ? null : { "@odata.etag": `W/"${r[9]}"`, mshr_hcmworkerentityid: r[5], mshr_personnelnumber: r[6], mshr_firstname: r[7], mshr_lastname: r[8] };
+          return row;
+        }),
+      });
+      break;
+    }
     default:
       res.statusCode = 404;
       res.end();

@@ -19,8 +19,10 @@ export function send(res: ServerResponse, response: ODataResponse): void {
   res.statusCode = response.status;
   for (const [k, v] of Object.entries(response.headers)) res.setHeader(k, v);
   if (response.body !== undefined && response.status !== 204 && response.status !== 304) {
-    res.setHeader("Content-Length", Buffer.byteLength(response.body));
-    res.end(response.body);
+    // Encoded once: measuring the text and then writing it would walk a multi-megabyte page twice.
+    const body = Buffer.from(response.body, "utf8");
+    res.setHeader("Content-Length", body.length);
+    res.end(body);
   } else res.end();
 }
 
