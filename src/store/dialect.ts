@@ -52,6 +52,11 @@ export interface Dialect {
   orderTerm(expr: string, descending: boolean): string;
   /** Keeps a boolean expression two-valued (NULL becomes false), so NOT never flips an unknown. */
   coalesceBoolean(expr: string): string;
+  /**
+   * A page's columns as one JSON array text per row, when reading that (one value, parsed by the engine's
+   * JSON parser) is cheaper than reading the columns one by one from the driver.
+   */
+  jsonRow?(expressions: readonly string[]): string;
 }
 
 function quoteWith(q: string) {
@@ -62,6 +67,10 @@ const GLOB_SPECIAL = /[*?[]/g;
 
 export const sqliteDialect: Dialect = {
   name: "sqlite",
+  // better-sqlite3 spends about 0.15 us per column value it hands to JavaScript; one json_array text per
+  // row, parsed by JSON.parse, costs less, the more so the more columns a page has (joined expansions).
+  // SQLite writes REALs in JSON with 17 significant digits, so numbers round-trip exactly.
+  jsonRow: (expressions) => `json_array(${expressions.join(", ")})`,
   quote: quoteWith('"'),
   // Numbered, so a compiled fragment used twice (an order term in SELECT and ORDER BY) binds one value.
   placeholder: (n) => `?${n}`,

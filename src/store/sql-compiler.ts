@@ -24,6 +24,8 @@ export interface SelectPlan {
   limit?: number;
   offset?: number;
   after?: KeysetPosition;
+  /** Return each row as one JSON array text (Dialect.jsonRow), the columns in the same order. */
+  jsonRows?: boolean;
 }
 
 /** Longer `in` lists of literals are bound as one array parameter. */
@@ -73,6 +75,7 @@ export class SqlQueryCompiler {
     const names: string[] = [];
     const columns: string[] = [];
     const positions = new Map<string, number>();
+    const expressions: string[] = [];
     const byExpression = new Map<string, number>();
     const column = (expr: string, name: string) => {
       const existing = byExpression.get(expr);
@@ -83,6 +86,7 @@ export class SqlQueryCompiler {
       byExpression.set(expr, names.length);
       positions.set(name, names.length);
       columns.push(`${expr} AS ${this.q(name)}`);
+      expressions.push(expr);
       names.push(name);
     };
     for (const a of query.select) column(`t0.${this.q(a.column)}`, a.logicalName);
@@ -98,7 +102,8 @@ export class SqlQueryCompiler {
     if (query.filter) where.push(this.predicate(query.filter));
     if (query.relatedTo) where.push(this.related(query.relatedTo));
     if (plan.after) where.push(this.keyset(order, orderExprs, plan.after));
-    let sql = `SELECT ${columns.join(", ")} FROM ${this.q(this.entity.table)} t0${this.relatedJoin(query)}${this.joinSql()}`;
+    const selected = plan.jsonRows && this.dialect.jsonRow ? this.dialect.jsonRow(expressions) : columns.join(", ");
+    let sql = `SELECT ${selected} FROM ${this.q(this.entity.table)} t0${this.relatedJoin(query)}${this.joinSql()}`;
     if (where.length) sql += ` WHERE ${where.join(" AND ")}`;
     sql += ` ORDER BY ${order.map((t, i) => this.dialect.orderTerm(orderExprs[i]!, t.descending)).join(", ")}`;
     if (plan.limit !== undefined) sql += ` LIMIT ${this.b.param(plan.limit)}`;

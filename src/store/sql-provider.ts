@@ -21,6 +21,8 @@ const CAPABILITIES: ProviderCapabilities = {
   transactions: true,
 };
 
+const NO_JSON_ROWS = Symbol("no JSON rows");
+
 /** SQL of reads by key, per entity (dropped with the model that holds the entity) and column list. */
 const retrieveSql = new WeakMap<EntityModel, Map<string, string>>();
 
@@ -91,10 +93,23 @@ export class SqlDataProvider implements DataProvider {
 
   async retrieveMultiple(request: RetrieveMultipleRequest): Promise<RetrieveMultipleResult> {
     const { query, pageSize, after } = request;
-    const compiler = new SqlQueryCompiler(this.executor.dialect, query.entity);
-    const { sql, params, positions } = compiler.compileSelect({ query, limit: pageSize + 1, offset: after ? undefined : query.skip, after });
+    const plan = { query, limit: pageSize + 1, offset: after ? undefined : query.skip, after };
     // Rows come as arrays in the compiled column order; each becomes one Row, with no interim object.
-    const raw = await this.executor.queryArrays(sql, params);
+    let raw: unknown[][];
+    let positions: ReadonlyMap<string, number>;
+    const dialect = this.executor.dialect;
+    try {
+      if (!dialect.jsonRow) throw NO_JSON_ROWS;
+      const compiled = new SqlQueryCompiler(dialect, query.entity).compileSelect({ ...plan, jsonRows: true });
+      positions = compiled.positions!;
+      raw = (await this.executor.queryArrays(compiled.sql, compiled.params)).map((r) => JSON.parse(r[0] as string) as unknown[]);
+    } catch (e) {
+      // Column by column when the store has no JSON rows, or a value cannot be JSON (a BLOB in a source table).
+      if (e !== NO_JSON_ROWS && !/JSON cannot hold BLOB/i.test((e as Error)?.message ?? "")) throw e;
+      const compiled = new SqlQueryCompiler(dialect, query.entity).compileSelect(plan);
+      positions = compiled.positions!;
+      raw = await this.executor.queryArrays(compiled.sql, compiled.params);
+    }
     const at = (name: string) => positions!.get(name)!;
     const more = raw.length > pageSize;
     const page = more ? raw.slice(0, pageSize) : raw;

@@ -490,6 +490,21 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
       }
     });
 
+    it("a page still reads when a source table holds a value JSON cannot carry (a BLOB in a text column)", async () => {
+      if (kind !== "sqlite") return;
+      const entity = service.model.entity("new_item")!;
+      const column = entity.attributes.get("new_note")!.column;
+      const db = (service.store.executor as unknown as { db: { prepare(sql: string): { run(...args: unknown[]): unknown } } }).db;
+      db.prepare(`UPDATE "${entity.table}" SET "${column}" = ? WHERE "${entity.primaryId.column}" = ?`).run(Buffer.from([0, 255]), ids.item);
+      try {
+        const r = await req("GET", `new_items?$select=new_name,new_note&$filter=new_name eq 'alpha'`);
+        expect(r.status, r.body).toBe(200);
+        expect(json(r).value.map((x: { new_name: string }) => x.new_name)).toEqual(["alpha"]);
+      } finally {
+        db.prepare(`UPDATE "${entity.table}" SET "${column}" = NULL WHERE "${entity.primaryId.column}" = ?`).run(ids.item);
+      }
+    });
+
     it("a single-valued $ref takes no query options", async () => {
       const r = await req("GET", `new_items(${ids.item})/new_ownerref/$ref?$filter=${encodeURIComponent("new_name eq 'zzz'")}`);
       expectError(r, 400, /\$filter/);
