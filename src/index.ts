@@ -9,7 +9,7 @@ export { ProviderRegistry } from "./providers/provider-registry.js";
 export type { BoundExpression, BoundQuery, BoundOrderBy } from "./odata/bound.js";
 export { evaluate, queryInMemory, compareValues } from "./odata/in-memory-evaluator.js";
 export { ODataError } from "./odata/errors.js";
-export { ODataProcessor, type ODataRequest, type ODataResponse, DEFAULT_ROOT } from "./odata/processor.js";
+export { bodyText, ODataProcessor, type ODataRequest, type ODataResponse, DEFAULT_ROOT } from "./odata/processor.js";
 export type { OperationDefinition, OperationContext, OperationResult, OperationParameter, OperationType } from "./odata/operations.js";
 export { createNodeHandler, type NodeRequestHandler } from "./http/node-handler.js";
 export { Store, type StoreOptions } from "./store/store.js";

@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { MetadataService, type MetadataChange } from "./metadata/metadata-service.js";
 import type { Model } from "./metadata/model.js";
 import type { EntityDefinition, OptionSetDefinition, RelationshipDefinition } from "./metadata/types.js";
-import { ODataProcessor, RESERVED_SET_NAMES, type ODataRequest, type ODataResponse } from "./odata/processor.js";
+import { bodyText, ODataProcessor, RESERVED_SET_NAMES, type ODataRequest, type ODataResponse } from "./odata/processor.js";
 import { OperationRegistry, type OperationDefinition } from "./odata/operations.js";
 import { createNodeHandler, type NodeRequestHandler } from "./http/node-handler.js";
 import type { DataProvider } from "./providers/data-provider.js";
@@ -170,7 +170,7 @@ export class VirtualEntityService {
         const r = await route(req);
         if (r) return r;
       }
-      return this.processor.process(req);
+      return bodyText(await this.processor.process(req));
     })();
   }
 

@@ -18,12 +18,38 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 export function send(res: ServerResponse, response: ODataResponse): void {
   res.statusCode = response.status;
   for (const [k, v] of Object.entries(response.headers)) res.setHeader(k, v);
+  if (response.chunks !== undefined) {
+    void stream(res, response.chunks);
+    return;
+  }
   if (response.body !== undefined && response.status !== 204 && response.status !== 304) {
     // Encoded once: measuring the text and then writing it would walk a multi-megabyte page twice.
     const body = Buffer.from(response.body, "utf8");
     res.setHeader("Content-Length", body.length);
     res.end(body);
   } else res.end();
+}
+
+/** Writes a chunked body as it is produced, waiting when the client reads slower than it is written. */
+async function stream(res: ServerResponse, chunks: Iterable<string>): Promise<void> {
+  try {
+    for (const chunk of chunks) {
+      if (res.destroyed) return;
+      if (!res.write(chunk)) await new Promise<void>((resolve) => {
+        const done = () => {
+          res.off("drain", done);
+          res.off("close", done);
+          resolve();
+        };
+        res.on("drain", done);
+        res.on("close", done);
+      });
+    }
+    res.end();
+  } catch (e) {
+    // The status line is gone: the only honest answer left is to cut the connection.
+    res.destroy(e as Error);
+  }
 }
 
 /**

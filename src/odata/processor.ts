@@ -36,6 +36,18 @@ export interface ODataResponse {
   status: number;
   headers: Record<string, string>;
   body?: string;
+  /**
+   * A large body written as it is produced (collection pages): the rows of each chunk are serialized only
+   * when the transport asks for it, so their JSON objects die young. Set instead of `body`.
+   */
+  chunks?: Iterable<string>;
+}
+
+/** The whole body of a response as text, for consumers that need it at once ($batch parts, `service.request`). */
+export function bodyText(response: ODataResponse): ODataResponse {
+  if (response.chunks === undefined) return response;
+  const { chunks, ...rest } = response;
+  return { ...rest, body: [...chunks].join("") };
 }
 
 export interface ODataProcessorOptions {
@@ -765,8 +777,8 @@ export class ODataProcessor {
     const applied: string[] = [];
     if (requested !== undefined) applied.push(`odata.maxpagesize=${pageSize}`);
     if (ctx.prefs.includeAnnotations.length) applied.push(`odata.include-annotations="${ctx.prefs.includeAnnotations.join(",")}"`);
-    const body = collectionJson(head, result.rows, this.rowWriter(ctx, entity, query.select, expand, lookupNames), tail);
-    return { status: 200, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...(applied.length ? { "Preference-Applied": applied.join(",") } : {}) }, body };
+    const chunks = collectionJson(head, result.rows, this.rowWriter(ctx, entity, query.select, expand, lookupNames), tail);
+    return { status: 200, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...(applied.length ? { "Preference-Applied": applied.join(",") } : {}) }, chunks };
   }
 
   /** The same request with $skip replaced by the position: an absolute URL, as Dataverse returns. */
@@ -1320,7 +1332,7 @@ export class ODataProcessor {
     // A part that names another caller is authenticated with the batch's token and its own impersonation headers.
     const impersonates = part.headers["mscrmcallerid"] !== undefined || part.headers["callerobjectid"] !== undefined;
     if (impersonates) headers["authorization"] = header(ctx.request, "authorization");
-    const response = await this.process({ method: part.method, url, headers, body, inBatch: { changeSet } }, impersonates ? undefined : ctx.caller);
+    const response = bodyText(await this.process({ method: part.method, url, headers, body, inBatch: { changeSet } }, impersonates ? undefined : ctx.caller));
     const location = response.headers["OData-EntityId"] ?? response.headers.Location;
     if (location && response.status < 300 && part.contentId !== undefined) created.set(part.contentId, location);
     return response;
@@ -1425,16 +1437,17 @@ function unsupportedMediaParameter(params: readonly string[]): string | undefine
 /** Rows serialized per chunk: each chunk's JSON objects die young instead of living until the page is written. */
 const SERIALIZE_CHUNK = 256;
 
-/** `{...head, "value": [rows], ...tail}` as JSON text, the rows written a chunk at a time. */
-function collectionJson(head: Record<string, unknown>, rows: readonly Row[], write: (row: Row) => Record<string, unknown>, tail: Record<string, unknown>): string {
-  const parts: string[] = [];
+/** `{...head, "value": [rows], ...tail}` as JSON text, the rows serialized a chunk at a time as it is read. */
+function* collectionJson(head: Record<string, unknown>, rows: readonly Row[], write: (row: Row) => Record<string, unknown>, tail: Record<string, unknown>): Generator<string> {
+  const headText = JSON.stringify(head);
+  yield `${headText.slice(0, -1)}${headText.length > 2 ? "," : ""}"value":[`;
   for (let i = 0; i < rows.length; i += SERIALIZE_CHUNK) {
     const chunk = rows.length <= SERIALIZE_CHUNK ? (rows as Row[]) : rows.slice(i, i + SERIALIZE_CHUNK);
-    parts.push(JSON.stringify(chunk.map(write)).slice(1, -1));
+    const text = JSON.stringify(chunk.map(write));
+    yield i === 0 ? text.slice(1, -1) : `,${text.slice(1, -1)}`;
   }
-  const headText = JSON.stringify(head);
   const tailText = JSON.stringify(tail);
-  return `${headText.slice(0, -1)}${headText.length > 2 ? "," : ""}"value":[${parts.join(",")}]${tailText.length > 2 ? `,${tailText.slice(1)}` : "}"}`;
+  yield `]${tailText.length > 2 ? `,${tailText.slice(1)}` : "}"}`;
 }
 
 function inFilter(attr: AttributeModel, ids: string[]): BoundExpression {

@@ -55,6 +55,39 @@ describe("the request handler in node:http, Express and Fastify", () => {
     expect(await (await fetch(`${base}/health`)).text()).toBe("ok");
   });
 
+  it("streams a large page in chunks, complete and valid even to a client that reads slowly", async () => {
+    const base = await listen(createServer(service.handler));
+    const entity = service.model.entity("new_note")!;
+    const db = (service.store.executor as unknown as { db: { prepare(sql: string): { run(...a: unknown[]): unknown }; transaction(f: () => void): () => void } }).db;
+    const title = entity.attributes.get("new_title")!.column;
+    const insert = db.prepare(`INSERT INTO "${entity.table}" ("${entity.primaryId.column}", "${title}", "${entity.attributes.get("versionnumber")!.column}") VALUES (?, ?, 1)`);
+    db.transaction(() => {
+      for (let i = 0; i < 3000; i++) insert.run(`00000000-0000-4000-8000-${String(i).padStart(12, "0")}`, `note ${i} ${"x".repeat(200)}`);
+    })();
+    const { request } = await import("node:http");
+    const { status, headers, text } = await new Promise<{ status: number; headers: Record<string, unknown>; text: string }>((resolve, reject) => {
+      request(`${base}/api/data/v9.2/new_notes?$select=new_title`, (res) => {
+        const parts: Buffer[] = [];
+        // Read a piece at a time with pauses, so the server meets backpressure.
+        res.on("data", (chunk: Buffer) => {
+          parts.push(chunk);
+          res.pause();
+          setTimeout(() => res.resume(), 1);
+        });
+        res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(parts).toString("utf8") }));
+        res.on("error", reject);
+      })
+        .on("error", reject)
+        .end();
+    });
+    expect(status).toBe(200);
+    expect(headers["transfer-encoding"]).toBe("chunked");
+    const body = JSON.parse(text) as { value: { new_title: string }[] };
+    const streamed = body.value.filter((n) => n.new_title.startsWith("note "));
+    expect(streamed).toHaveLength(3000);
+    expect(new Set(streamed.map((n) => n.new_title)).size).toBe(3000);
+  });
+
   it("works in Fastify through the raw request and reply", async () => {
     const app = Fastify();
     app.removeAllContentTypeParsers();
