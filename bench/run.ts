@@ -134,6 +134,10 @@ async function main() {
     }
     const e = await compare({ urls: [expanded] }, { urls: [page] });
     console.log(`${"5000 candidates, $expand worker".padEnd(32)} ${e.a.toFixed(1).padStart(12)} ${e.b.toFixed(1).padStart(12)} ${(e.a / e.b).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
+    // The same two requests without a socket: what the OData layer and the store cost, alternated request by
+    // request so a slow spell of the machine weighs on both.
+    const inProcess = await alternateInProcess(service, [page, expanded].map((u) => u.slice(odataBase.length + 1)));
+    console.log(`${"  the same, in process".padEnd(32)} ${(1000 / inProcess[1]!).toFixed(1).padStart(12)} ${(1000 / inProcess[0]!).toFixed(1).padStart(12)} ${(inProcess[0]! / inProcess[1]!).toFixed(2).padStart(7)}   (no socket: the library's own cost, ${inProcess[1]!.toFixed(1)} against ${inProcess[0]!.toFixed(1)} ms a request)`);
     // The floor the store and HTTP set: the same two pages written by hand on the bare handler.
     const floor = await compare({ urls: [`http://127.0.0.1:${barePort}/candidates-expanded`] }, { urls: [`http://127.0.0.1:${barePort}/candidates`] });
     console.log(`${"  the same pages, bare".padEnd(32)} ${floor.a.toFixed(1).padStart(12)} ${floor.b.toFixed(1).padStart(12)} ${(floor.a / floor.b).toFixed(2).padStart(7)}   (hand-written SQL and JSON: what expanding costs without the OData layer)`);
@@ -193,6 +197,21 @@ function bareHandler(ex: SqliteExecutor, req: IncomingMessage, res: ServerRespon
   }
   res.setHeader("Content-Type", "application/json");
   res.end(body);
+}
+
+/** Mean milliseconds per request of each URL, sent in turn one request at a time, through `service.request`. */
+async function alternateInProcess(service: Awaited<ReturnType<typeof createService>>, urls: string[]): Promise<number[]> {
+  const total = urls.map(() => 0);
+  const rounds = Math.max(20, Math.round(SECONDS * 20));
+  for (let round = -5; round < rounds; round++) {
+    for (let i = 0; i < urls.length; i++) {
+      const t = performance.now();
+      const r = await service.request("GET", urls[i]!);
+      if (r.status !== 200) throw new Error(`${urls[i]}: ${r.status} ${r.body}`);
+      if (round >= 0) total[i]! += performance.now() - t;
+    }
+  }
+  return total.map((t) => t / rounds);
 }
 
 /**
