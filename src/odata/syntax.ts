@@ -112,6 +112,11 @@ export function tokenize(input: string, option: string): Token[] {
     if ((m = DATETIME.exec(rest))) {
       const normalized = normalizeDateTimeOffset(m[0]);
       if (!normalized) throw syntaxError(option, i, `'${m[0]}' is not a valid Edm.DateTimeOffset`);
+      // Values are kept to the millisecond; a finer literal would be rounded and compare wrongly.
+      const fraction = /\.(\d+)/.exec(m[0].slice(19))?.[1] ?? "";
+      if (/[1-9]/.test(fraction.slice(3))) throw notImplemented(`'${m[0]}' (position ${i} in ${option}) is finer than a millisecond, the precision values are kept to`);
+      // A year beyond 9999 once converted to UTC cannot be stored or compared.
+      if (!/^\d{4}-/.test(normalized)) throw syntaxError(option, i, `'${m[0]}' is outside the years 0001 to 9999 in UTC`);
       tokens.push({ t: "literal", type: "datetimeoffset", v: normalized, text: m[0], pos: i });
       i += m[0].length;
       continue;

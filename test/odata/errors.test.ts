@@ -240,6 +240,8 @@ const ERROR_CASES: ErrorCase[] = [
   { name: "Host that is not a host", url: "new_items", init: { headers: { Host: "evil.example/x?y" } }, status: 400, message: /Host/ },
   { name: "$skip with $skiptoken", url: "new_rows?$skip=1&$skiptoken=eyJwIjpbXSwibiI6MH0", status: 400, message: /\$skip cannot be combined/ },
   { name: "in-list alias that is not one list", url: "new_items?$filter=new_qty in @p&@p=(1) or new_qty eq (2)", status: 400, message: /@p/ },
+  { name: "DateTimeOffset finer than a millisecond", url: "new_items?$filter=new_when eq 2024-03-01T10:20:30.1234Z", status: 501, message: /millisecond/ },
+  { name: "DateTimeOffset past year 9999 in UTC", url: "new_items?$filter=new_when lt 9999-12-31T23:59:59-14:00", status: 400, message: /9999/ },
   { name: "$it", url: "new_items?$filter=$it/new_qty eq 1", status: 501, message: /\$it/ },
   { name: "$root", url: "new_items?$filter=new_qty eq $root/new_items(1)/new_qty", status: 501, message: /\$root/ },
   { name: "case()", url: "new_items?$filter=case(new_qty gt 1:true,true:false)", status: 501, message: /case/ },
