@@ -23,7 +23,7 @@ export interface ExpandItem {
 export const MAX_EXPAND_DEPTH = 5;
 
 /** Splits on a separator outside quotes and parentheses. */
-function splitTopLevel(text: string, separator: string, option: string): { part: string; pos: number }[] {
+export function splitTopLevel(text: string, separator: string, option: string): { part: string; pos: number }[] {
   const parts: { part: string; pos: number }[] = [];
   let depth = 0;
   let quoted = false;

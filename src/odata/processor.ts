@@ -8,7 +8,7 @@ import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type Secur
 import { bindSelect, clip, ExpressionBinder, selectedComplexProperties } from "./binder.js";
 import { JOINED_PREFIX, type BoundExpression, type BoundQuery } from "./bound.js";
 import { inputErrorOf } from "../store/executor.js";
-import { bindExpand, expandContext, type ExpandItem } from "./expand.js";
+import { bindExpand, expandContext, splitTopLevel, type ExpandItem } from "./expand.js";
 import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences, type BatchPart, type BatchResult } from "./batch.js";
 import { csdlJson, csdlXml } from "./csdl.js";
 import { badRequest, ErrorCodes, methodNotAllowed, notFound, notImplemented, ODataError, preconditionFailed, validationError } from "./errors.js";
@@ -287,7 +287,12 @@ export class ODataProcessor {
     }
     await this.require(ctx, [METADATA_PRIVILEGES.entity]);
     const entityRows = [...model.entities.values()].map((e) => entityMetadataRow(e.def));
-    if (!second) return this.inMemorySet(ctx, ENTITY_METADATA, entityRows, "EntityDefinitions", first!, [], "LogicalName");
+    const defOf = (row: Row) => model.entities.get(row.LogicalName as string)!.def;
+    const expandable = new Map<string, InMemoryNavigation>([
+      ["Attributes", { entity: ATTRIBUTE_METADATA, privilege: METADATA_PRIVILEGES.attribute, rowsOf: (row) => defOf(row).Attributes.map((a) => attributeMetadataRow(model, defOf(row), a)) }],
+      ["Keys", { entity: KEY_METADATA, rowsOf: (row) => (defOf(row).Keys ?? []).map((k) => keyMetadataRow(defOf(row), k, stableId(`key:${defOf(row).MetadataId}`, k.LogicalName))) }],
+    ]);
+    if (!second) return this.inMemorySet(ctx, ENTITY_METADATA, entityRows, "EntityDefinitions", first!, [], "LogicalName", expandable);
     if (first!.args === undefined) throw badRequest(`'${second.name}' needs an entity definition key: EntityDefinitions(LogicalName='…')/${second.name}`);
     const row = this.findByKey(ENTITY_METADATA, entityRows, first!.args, "LogicalName");
     const def = model.entities.get(row.LogicalName as string)!.def;
@@ -316,7 +321,7 @@ export class ODataProcessor {
     return found;
   }
 
-  private async inMemorySet(ctx: RequestContext, entity: EntityModel, rows: Row[], contextPath: string, segment: PathSegment, rest: PathSegment[], alternateKey?: string): Promise<ODataResponse> {
+  private async inMemorySet(ctx: RequestContext, entity: EntityModel, rows: Row[], contextPath: string, segment: PathSegment, rest: PathSegment[], alternateKey?: string, expandable?: ReadonlyMap<string, InMemoryNavigation>): Promise<ODataResponse> {
     if (rest.length) throw notFound(`Resource not found for the segment '${rest[0]!.name}'`);
     const serializeRow = (row: Row, select: AttributeModel[], complex: string[]) => {
       const out: Record<string, unknown> = {};
@@ -325,15 +330,26 @@ export class ODataProcessor {
       for (const c of complex) out[c] = row[c] ?? null;
       return out;
     };
+    const allowed = expandable ? ["$expand"] : [];
+    const expansions = async (options: QueryOptions) => (options.expand === undefined ? [] : this.bindInMemoryExpand(ctx, options, expandable));
+    const withExpansions = (row: Row, out: Record<string, unknown>, items: BoundInMemoryExpand[]) => {
+      for (const item of items) {
+        const related = queryInMemory(item.navigation.rowsOf(row), item.query, item.query.top ?? Number.MAX_SAFE_INTEGER);
+        out[item.name] = related.rows.map((r) => serializeRow(r, item.query.select, item.complex));
+      }
+      return out;
+    };
     if (segment.args !== undefined) {
-      const options = parseQueryOptions(ctx.query, new Set(["$select", "$format"]));
+      const options = parseQueryOptions(ctx.query, new Set(["$select", "$format", ...allowed]));
       this.checkFormat(options);
+      const items = await expansions(options);
       const row = this.findByKey(entity, rows, segment.args, alternateKey);
       const select = bindSelect(entity, options.select);
       const complex = selectedComplexProperties(entity, options.select);
-      return this.json(200, { "@odata.context": `${ctx.root}/$metadata#${contextPath}/$entity`, ...serializeRow(row, select, complex) });
+      return this.json(200, { "@odata.context": `${ctx.root}/$metadata#${contextPath}/$entity`, ...withExpansions(row, serializeRow(row, select, complex), items) });
     }
-    const options = parseQueryOptions(ctx.query, new Set(["$select", "$filter", "$orderby", "$top", "$skip", "$count", "$format"]));
+    const options = parseQueryOptions(ctx.query, new Set(["$select", "$filter", "$orderby", "$top", "$skip", "$count", "$format", ...allowed]));
+    const items = await expansions(options);
     this.checkFormat(options);
     const binder = new ExpressionBinder(entity, options.aliases);
     const query: BoundQuery = {
@@ -350,8 +366,54 @@ export class ODataProcessor {
     const complex = selectedComplexProperties(entity, options.select);
     const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${contextPath}` };
     if (query.count) body["@odata.count"] = result.total;
-    body.value = result.rows.map((r) => serializeRow(r, query.select, complex));
+    body.value = result.rows.map((r) => withExpansions(r, serializeRow(r, query.select, complex), items));
     return this.json(200, body);
+  }
+
+  /** `$expand=Attributes($select=…;$filter=…),Keys` on metadata sets: each item bound against its set, its privilege checked. */
+  private async bindInMemoryExpand(ctx: RequestContext, options: QueryOptions, expandable: ReadonlyMap<string, InMemoryNavigation> | undefined): Promise<BoundInMemoryExpand[]> {
+    const items: BoundInMemoryExpand[] = [];
+    for (const { part, pos } of splitTopLevel(options.expand!, ",", "$expand")) {
+      const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$/s.exec(part);
+      if (!m) throw badRequest(`Syntax error in $expand at position ${pos}: '${clip(part.trim(), 100)}'`);
+      const navigation = expandable?.get(m[1]!);
+      if (!navigation) throw badRequest(`$expand at position ${pos}: '${clip(m[1]!, 100)}' cannot be expanded here; use ${[...(expandable?.keys() ?? [])].join(" or ")}`);
+      if (items.some((i) => i.name === m[1])) throw badRequest(`$expand names '${m[1]}' twice`);
+      if (navigation.privilege) await this.require(ctx, [navigation.privilege]);
+      const nested = new Map<string, string>();
+      for (const { part: opt } of m[2]?.trim() ? splitTopLevel(m[2], ";", `$expand of '${m[1]}'`) : []) {
+        const eq = opt.indexOf("=");
+        const key = (eq < 0 ? opt : opt.slice(0, eq)).trim().toLowerCase();
+        if (!["$select", "$filter", "$orderby", "$top", "$skip"].includes(key)) throw badRequest(`The option '${clip(key, 40)}' is not allowed in $expand of '${m[1]}'`);
+        if (nested.has(key)) throw badRequest(`The option ${key} is given twice in $expand of '${m[1]}'`);
+        nested.set(key, eq < 0 ? "" : opt.slice(eq + 1));
+      }
+      const int = (key: string) => {
+        const v = nested.get(key);
+        if (v === undefined) return undefined;
+        if (!/^\d{1,9}$/.test(v.trim())) throw badRequest(`${key} in $expand of '${m[1]}' must be a non-negative integer`);
+        return Number(v.trim());
+      };
+      const target = navigation.entity;
+      const filter = nested.get("$filter");
+      const orderby = nested.get("$orderby");
+      items.push({
+        name: m[1]!,
+        navigation,
+        complex: selectedComplexProperties(target, nested.get("$select")),
+        query: {
+          entity: target,
+          filter: filter !== undefined ? new ExpressionBinder(target, options.aliases, `$filter in $expand of '${m[1]}'`).bindFilter(filter) : undefined,
+          orderBy: orderby !== undefined ? new ExpressionBinder(target, options.aliases, `$orderby in $expand of '${m[1]}'`).bindOrderBy(orderby) : [],
+          select: bindSelect(target, nested.get("$select")),
+          top: int("$top"),
+          skip: int("$skip"),
+          count: false,
+          expand: [],
+        },
+      });
+    }
+    return items;
   }
 
   // ---------------------------------------------------------------- entity sets
@@ -1432,6 +1494,20 @@ function unsupportedMediaParameter(params: readonly string[]): string | undefine
     } else if (key !== "q") return p;
   }
   return undefined;
+}
+
+/** A navigation of a metadata set ($expand=Attributes): the rows it leads to from a row. */
+interface InMemoryNavigation {
+  entity: EntityModel;
+  privilege?: string;
+  rowsOf(row: Row): Row[];
+}
+
+interface BoundInMemoryExpand {
+  name: string;
+  navigation: InMemoryNavigation;
+  query: BoundQuery;
+  complex: string[];
 }
 
 /** Rows serialized per chunk: each chunk's JSON objects die young instead of living until the page is written. */

@@ -69,6 +69,34 @@ describe.each(STORE_KINDS)("definitions on %s", (kind) => {
       await service.dispose();
     }
   });
+
+  it("expands Attributes and Keys of EntityDefinitions, with nested options", async () => {
+    const service = await openTestService(kind);
+    try {
+      await service.defineEntity({ ...PROJECT, Attributes: [...PROJECT.Attributes, { LogicalName: "new_code", AttributeType: "String", MaxLength: 10 }], Keys: [{ LogicalName: "new_code_key", KeyAttributes: ["new_code"] }] });
+      const one = await service.request("GET", "EntityDefinitions(LogicalName='new_project')?$select=LogicalName&$expand=Attributes($select=LogicalName,AttributeType;$filter=AttributeType eq 'String';$orderby=LogicalName),Keys($select=LogicalName,KeyAttributes)");
+      expect(one.status, one.body).toBe(200);
+      const body = json(one);
+      const strings = service.model.entity("new_project")!.def.Attributes.filter((a) => a.AttributeType === "String").map((a) => a.LogicalName).sort();
+      expect(body.Attributes.map((a: any) => a.LogicalName)).toEqual(strings);
+      expect(body.Attributes.every((a: any) => a.AttributeType === "String" && Object.keys(a).filter((k) => !k.startsWith("@")).sort().join() === "AttributeType,LogicalName,MetadataId")).toBe(true);
+      expect(body.Keys).toHaveLength(1);
+      expect(body.Keys[0]).toMatchObject({ LogicalName: "new_code_key", KeyAttributes: ["new_code"] });
+      const many = json(await service.request("GET", "EntityDefinitions?$select=LogicalName&$filter=LogicalName eq 'new_project'&$expand=Attributes($select=LogicalName;$top=2)"));
+      expect(many.value).toHaveLength(1);
+      expect(many.value[0].Attributes).toHaveLength(2);
+      for (const [url, status] of [
+        ["EntityDefinitions(LogicalName='new_project')?$expand=Nope", 400],
+        ["EntityDefinitions(LogicalName='new_project')?$expand=Attributes($search=x)", 400],
+        ["EntityDefinitions(LogicalName='new_project')?$expand=Attributes($filter=Nope eq 1)", 400],
+        ["RelationshipDefinitions?$expand=Attributes", 400],
+      ] as const) {
+        expect((await service.request("GET", url)).status, url).toBe(status);
+      }
+    } finally {
+      await service.dispose();
+    }
+  });
 });
 
 describe("definitions survive a restart", () => {

@@ -190,6 +190,7 @@ const METADATA_CASES: Case[] = [
   { name: "EntityDefinitions", needs: ["prvReadEntity"], status: 200, prepare: async () => ({ method: "GET", url: "EntityDefinitions?$select=LogicalName" }) },
   { name: "EntityDefinitions(LogicalName=…)", needs: ["prvReadEntity"], status: 200, prepare: async () => ({ method: "GET", url: `EntityDefinitions(LogicalName='${CANDIDATE}')?$select=LogicalName` }) },
   { name: "EntityDefinitions(LogicalName=…)/Attributes", needs: ["prvReadEntity", "prvReadAttribute"], status: 200, prepare: async () => ({ method: "GET", url: `EntityDefinitions(LogicalName='${CANDIDATE}')/Attributes?$select=LogicalName` }) },
+  { name: "EntityDefinitions(LogicalName=…)?$expand=Attributes", needs: ["prvReadEntity", "prvReadAttribute"], status: 200, prepare: async () => ({ method: "GET", url: `EntityDefinitions(LogicalName='${CANDIDATE}')?$select=LogicalName&$expand=Attributes($select=LogicalName)` }) },
   { name: "EntityDefinitions(LogicalName=…)/Attributes(LogicalName=…)", needs: ["prvReadEntity", "prvReadAttribute"], status: 200, prepare: async () => ({ method: "GET", url: `EntityDefinitions(LogicalName='${CANDIDATE}')/Attributes(LogicalName='mshr_firstname')` }) },
   { name: "RelationshipDefinitions", needs: ["prvReadRelationship"], status: 200, prepare: async () => ({ method: "GET", url: "RelationshipDefinitions?$select=SchemaName" }) },
   { name: "GlobalOptionSetDefinitions", needs: ["prvReadOptionSet"], status: 200, prepare: async () => ({ method: "GET", url: "GlobalOptionSetDefinitions" }) },
