@@ -133,8 +133,8 @@ export class ExpressionBinder {
   private bindAlias(node: Extract<SyntaxNode, { kind: "alias" }>): BoundExpression {
     const text = this.aliases.get(node.name);
     if (text === undefined) throw badRequest(`${this.at(node)}: the parameter alias '@${node.name}' has no value in the query`);
+    if (/(^|[^A-Za-z0-9_'])@[A-Za-z_]/.test(text.replace(/'(?:[^']|'')*'/g, "''"))) throw badRequest(`The value of the parameter alias '@${node.name}' refers to another alias; an alias's value must not use aliases`);
     const syntax = parseFilterSyntax(text, `@${node.name}`);
-    if (syntax.kind === "alias") throw badRequest(`The parameter alias '@${node.name}' refers to another alias`);
     return new ExpressionBinder(this.entity, new Map(), `@${node.name}`, this.onNavigation).bind(syntax);
   }
 
@@ -308,6 +308,8 @@ export function bindSelect(entity: EntityModel, text: string | undefined): Attri
       const attr = entity.properties.get(name) ?? (entity.attributes.get(name)?.type === "Lookup" ? entity.attributes.get(name) : undefined);
       if (!attr) {
         if (entity.navigations.has(name)) throw badRequest(`$select at position ${pos}: '${name}' is a navigation property; use $expand`);
+        const [head, ...path] = name.split("/");
+        if (path.length && entity.navigations.has(head!)) throw badRequest(`$select at position ${pos}: '${clip(name, 100)}' reaches through the navigation property '${head}'; use $expand=${head}($select=${path.join("/")})`);
         if (!entity.complexProperties.has(name)) {
           throw badRequest(`$select at position ${pos}: Could not find a property named '${name}' on type '${entity.def.SchemaName ?? entity.logicalName}'`);
         }

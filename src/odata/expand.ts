@@ -86,7 +86,7 @@ export function bindExpand(entity: EntityModel, text: string, aliases: AliasValu
     const int = (key: string) => {
       const v = options.get(key);
       if (v === undefined) return undefined;
-      if (!/^\d{1,9}$/.test(v.trim())) throw badRequest(`${key} in $expand of '${name}' must be a non-negative integer, not '${v}'`);
+      if (!/^\d{1,9}$/.test(v.trim())) throw badRequest(`${key} in $expand of '${name}' must be a non-negative integer below 1,000,000,000, not '${v}'`);
       return Number(v.trim());
     };
     const count = options.get("$count");

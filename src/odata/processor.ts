@@ -391,7 +391,7 @@ export class ODataProcessor {
       const int = (key: string) => {
         const v = nested.get(key);
         if (v === undefined) return undefined;
-        if (!/^\d{1,9}$/.test(v.trim())) throw badRequest(`${key} in $expand of '${m[1]}' must be a non-negative integer`);
+        if (!/^\d{1,9}$/.test(v.trim())) throw badRequest(`${key} in $expand of '${m[1]}' must be a non-negative integer below 1,000,000,000`);
         return Number(v.trim());
       };
       const target = navigation.entity;

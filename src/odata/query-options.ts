@@ -29,7 +29,7 @@ export function decodeComponent(raw: string, what: string): string {
 }
 
 function parseNonNegativeInteger(name: string, value: string): number {
-  if (!/^\d{1,9}$/.test(value.trim())) throw badRequest(`The value of ${name} must be a non-negative integer, not '${value}'`);
+  if (!/^\d{1,9}$/.test(value.trim())) throw badRequest(`The value of ${name} must be a non-negative integer below 1,000,000,000, not '${value}'`);
   return Number(value.trim());
 }
 
