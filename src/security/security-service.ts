@@ -44,6 +44,19 @@ export interface TokenAuthOptions {
   /** Failed token requests per client allowed in `throttleWindowSeconds` before 429 (5 in 60 s). */
   maxFailures?: number;
   throttleWindowSeconds?: number;
+  /**
+   * Where clients get tokens, announced in the 401 challenge as Dataverse does (`authorization_uri`), so
+   * clients that discover the authority by sending a request without a token find it. Defaults to the
+   * Microsoft Entra authorize endpoint of the first trusted `login.microsoftonline.com`/`sts.windows.net`
+   * issuer; without one, the challenge names no authority (the built-in endpoint is POST /oauth2/token).
+   */
+  authorizationUri?: string;
+}
+
+/** `https://login.microsoftonline.com/<tenant>/oauth2/authorize` for an Entra issuer, else undefined. */
+function entraAuthorizeUri(issuer: string): string | undefined {
+  const m = /^https:\/\/(?:login\.microsoftonline\.com\/([0-9a-f-]{36})\/v2\.0|sts\.windows\.net\/([0-9a-f-]{36})\/?)$/i.exec(issuer);
+  return m ? `https://login.microsoftonline.com/${m[1] ?? m[2]}/oauth2/authorize` : undefined;
 }
 
 /** The privileges every entity has, Dataverse-style. */
@@ -57,8 +70,9 @@ export function applicationIdOf(clientId: string): string {
   return isGuid(clientId) ? clientId.toLowerCase() : stableId("client", clientId);
 }
 
-function unauthorized(message: string, error = "invalid_token"): ODataError {
-  return new ODataError(401, ErrorCodes.unauthorized, message, { "WWW-Authenticate": `Bearer realm="virtual-entity-provider", error="${error}"` });
+function unauthorized(message: string, error = "invalid_token", authorizationUri?: string): ODataError {
+  const authority = authorizationUri ? `, authorization_uri="${authorizationUri.replace(/["\\]/g, "")}"` : "";
+  return new ODataError(401, ErrorCodes.unauthorized, message, { "WWW-Authenticate": `Bearer realm="virtual-entity-provider"${authority}, error="${error}"` });
 }
 
 /**
@@ -79,6 +93,11 @@ export class SecurityService implements SecurityPolicy {
     readonly options: TokenAuthOptions,
   ) {
     this.tokenLifetime = options.tokenLifetimeSeconds ?? 900;
+  }
+
+  private unauthorized(message: string, error?: string): ODataError {
+    const authority = this.options.authorizationUri ?? this.options.external?.map((e) => entraAuthorizeUri(e.issuer)).find((u) => u !== undefined);
+    return unauthorized(message, error, authority);
   }
 
   static async open(store: Store, metadata: MetadataService, options: TokenAuthOptions = {}): Promise<SecurityService> {
@@ -297,9 +316,9 @@ export class SecurityService implements SecurityPolicy {
   async authenticate(request: RequestCredentials): Promise<Caller> {
     const header = request.headers["authorization"];
     const value = Array.isArray(header) ? header[0] : header;
-    if (!value) throw unauthorized("A bearer token is required: send 'Authorization: Bearer <token>' (get one from POST /oauth2/token)", "invalid_request");
+    if (!value) throw this.unauthorized("A bearer token is required: send 'Authorization: Bearer <token>' (get one from POST /oauth2/token)", "invalid_request");
     const m = /^Bearer\s+([A-Za-z0-9_\-.]+)$/i.exec(value.trim());
-    if (!m) throw unauthorized("The Authorization header must be 'Bearer <token>'", "invalid_request");
+    if (!m) throw this.unauthorized("The Authorization header must be 'Bearer <token>'", "invalid_request");
     const claims = await this.verify(m[1]!);
     const appId = (claims.appid ?? claims.azp) as string | undefined;
     let user;
@@ -309,7 +328,7 @@ export class SecurityService implements SecurityPolicy {
     } else if (typeof claims.oid === "string" && isGuid(claims.oid)) {
       user = await this.findUser("azureactivedirectoryobjectid", claims.oid);
       if (!user) throw forbidden(`The user with object id ${claims.oid} is not a user of this environment`);
-    } else throw unauthorized("The token names neither an application (appid/azp) nor a user (oid)");
+    } else throw this.unauthorized("The token names neither an application (appid/azp) nor a user (oid)");
     if (user.isdisabled === true || user.isdisabled === 1) throw forbidden(`The user ${user.systemuserid} (${user.fullname}) is disabled`);
     const caller: Caller = { userId: String(user.systemuserid).toLowerCase(), fullName: user.fullname, applicationId: user.applicationid ? String(user.applicationid).toLowerCase() : undefined };
     return this.impersonate(caller, request);
@@ -342,7 +361,7 @@ export class SecurityService implements SecurityPolicy {
     try {
       issuer = decodeJwt(token).iss;
     } catch {
-      throw unauthorized("The bearer token is malformed");
+      throw this.unauthorized("The bearer token is malformed");
     }
     try {
       if (issuer === INTERNAL_ISSUER) {
@@ -350,14 +369,14 @@ export class SecurityService implements SecurityPolicy {
         return payload;
       }
       const ext = this.external.find((e) => e.issuer === issuer);
-      if (!ext) throw unauthorized(`Tokens from the issuer '${issuer ?? "(none)"}' are not trusted here`);
+      if (!ext) throw this.unauthorized(`Tokens from the issuer '${issuer ?? "(none)"}' are not trusted here`);
       const { payload } = await jwtVerify(token, ext.keys, { issuer: ext.issuer, audience: ext.audience, algorithms: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"] });
       return payload;
     } catch (e) {
       if (e instanceof ODataError) throw e;
       const code = (e as { code?: string }).code;
-      if (code === "ERR_JWT_EXPIRED") throw unauthorized("The bearer token has expired");
-      throw unauthorized("The bearer token is not valid (bad signature, audience or issuer)");
+      if (code === "ERR_JWT_EXPIRED") throw this.unauthorized("The bearer token has expired");
+      throw this.unauthorized("The bearer token is not valid (bad signature, audience or issuer)");
     }
   }
 

@@ -67,6 +67,8 @@ describe("authentication (sqlite)", () => {
       const r = await s.service.request("GET", "WhoAmI()");
       expectUnauthorized(r, /bearer token is required/i);
       expect(r.headers["WWW-Authenticate"]).toContain('error="invalid_request"');
+      // No outside authority is configured here: the challenge names none.
+      expect(r.headers["WWW-Authenticate"]).not.toContain("authorization_uri");
     });
 
     it.each([

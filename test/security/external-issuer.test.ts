@@ -62,6 +62,13 @@ describe("tokens from a trusted outside issuer", () => {
     await new Promise((r) => jwksServer?.close(r));
   });
 
+  it("names the Microsoft Entra authority in the 401 challenge, for clients that discover it (as Dataverse)", async () => {
+    const r = await service.request("GET", "WhoAmI()");
+    expect(r.status).toBe(401);
+    expect(r.headers["WWW-Authenticate"]).toContain('authorization_uri="https://login.microsoftonline.com/00000000-0000-0000-0000-0000000000aa/oauth2/authorize"');
+    expect(r.headers["WWW-Authenticate"]).toMatch(/^Bearer /);
+  });
+
   it("accepts an application token (appid) signed with a configured key", async () => {
     const r = await whoAmI(await sign({ appid: appId }));
     expect(r.status).toBe(200);
