@@ -32,6 +32,36 @@ describe("a virtual entity served by a provider that is not SQL-backed", () => {
     expect([...first.value, ...second.value].map((o: { new_name: string }) => o.new_name)).toEqual(["Dublin", "HQ", "Pune"]);
   });
 
+  it("pages by the same positions as the SQL store, whatever the order: its key, constants, several terms", async () => {
+    for (const orderby of ["new_officeid", "1,new_name", "now(),new_desks desc", "new_city,new_officeid desc"]) {
+      const names: string[] = [];
+      let url: string | undefined = `new_offices?$select=new_name&$orderby=${encodeURIComponent(orderby)}`;
+      for (let pages = 0; url && pages < 10; pages++) {
+        const r = await service.request("GET", url, { headers: { Prefer: "odata.maxpagesize=1" } });
+        expect(r.status, `${orderby}: ${r.body}`).toBe(200);
+        const body = JSON.parse(r.body!);
+        names.push(...body.value.map((o: { new_name: string }) => o.new_name));
+        url = body["@odata.nextLink"] ? new URL(body["@odata.nextLink"]).pathname + new URL(body["@odata.nextLink"]).search : undefined;
+      }
+      expect(url, orderby).toBeUndefined();
+      expect([...names].sort(), orderby).toEqual(["Dublin", "HQ", "Pune"]);
+    }
+  });
+
+  it("a value that cannot be written as JSON is a logged 500 answer, not a broken response", async () => {
+    const errors: unknown[] = [];
+    const failing = await createService({ database: ":memory:", security: "none", onError: (e) => errors.push(e) });
+    try {
+      await installOffices(failing, [{ ...SEED[0]!, new_desks: 10n as unknown as number }]);
+      const r = await failing.request("GET", "new_offices");
+      expect(r.status).toBe(500);
+      expect(JSON.parse(r.body!).error.message).toMatch(/unexpected error/);
+      expect(errors).toHaveLength(1);
+    } finally {
+      await failing.close();
+    }
+  });
+
   it("creates, updates with ETags and deletes", async () => {
     const created = await service.request("POST", "new_offices", { body: { new_name: "Oslo", new_desks: 30 }, headers: { Prefer: "return=representation" } });
     expect(created.status).toBe(201);

@@ -89,3 +89,25 @@ export function visitExpression(e: BoundExpression, visit: (e: BoundExpression) 
       break;
   }
 }
+
+/**
+ * The order a page really has, and what its paging position holds: the requested terms, then the primary
+ * key so paging is deterministic. A term that reads no property (`now()`, a literal) ties every row: it
+ * cannot change the order, and as a position it would change between requests, so it is left out.
+ * Every provider pages by this order, so a nextLink's position means the same to all of them.
+ */
+export function effectiveOrder(query: BoundQuery): BoundOrderBy[] {
+  const pk = query.entity.primaryId;
+  const terms = query.orderBy.filter((t) => readsProperty(t.expression));
+  const hasPk = terms.some((t) => t.expression.kind === "property" && t.expression.navigations.length === 0 && t.expression.attribute === pk);
+  if (!hasPk) terms.push({ expression: { kind: "property", type: pk.edmType, attribute: pk, navigations: [] }, descending: false });
+  return terms;
+}
+
+function readsProperty(e: BoundExpression): boolean {
+  let found = false;
+  visitExpression(e, (x) => {
+    if (x.kind === "property") found = true;
+  });
+  return found;
+}

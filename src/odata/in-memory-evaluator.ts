@@ -1,4 +1,4 @@
-import type { BoundExpression, BoundOrderBy, BoundQuery } from "./bound.js";
+import { effectiveOrder, type BoundExpression, type BoundOrderBy, type BoundQuery } from "./bound.js";
 import type { PagePosition, RetrieveMultipleResult, Row } from "../providers/data-provider.js";
 
 /**
@@ -154,8 +154,8 @@ function compareOp(op: string, a: unknown, b: unknown): boolean {
   return false;
 }
 
-function orderKey(order: BoundOrderBy[], row: Row, pk: string, resolve?: Parameters<typeof evaluate>[2]): unknown[] {
-  return [...order.map((o) => evaluate(o.expression, row, resolve)), row[pk]];
+function orderKey(order: BoundOrderBy[], row: Row, resolve?: Parameters<typeof evaluate>[2]): unknown[] {
+  return order.map((o) => evaluate(o.expression, row, resolve));
 }
 
 function compareKeys(order: BoundOrderBy[], a: unknown[], b: unknown[]): number {
@@ -168,13 +168,14 @@ function compareKeys(order: BoundOrderBy[], a: unknown[], b: unknown[]): number 
 
 /** Filters, orders and pages rows as a SQL provider would, with a keyset position for the next page. */
 export function queryInMemory(rows: readonly Row[], query: BoundQuery, pageSize: number, after?: PagePosition, resolve?: Parameters<typeof evaluate>[2]): RetrieveMultipleResult & { total: number } {
-  const pk = query.entity.primaryId.logicalName;
+  // The same order, and position, as the SQL provider's: nextLinks mean the same to every provider.
+  const order = effectiveOrder(query);
   const matching = query.filter ? rows.filter((r) => evaluate(query.filter!, r, resolve) === true) : [...rows];
-  const keyed = matching.map((r) => ({ r, k: orderKey(query.orderBy, r, pk, resolve) }));
-  keyed.sort((x, y) => compareKeys(query.orderBy, x.k, y.k));
+  const keyed = matching.map((r) => ({ r, k: orderKey(order, r, resolve) }));
+  keyed.sort((x, y) => compareKeys(order, x.k, y.k));
   let start = 0;
   if (after) {
-    start = keyed.findIndex((x) => compareKeys(query.orderBy, x.k, after) > 0);
+    start = keyed.findIndex((x) => compareKeys(order, x.k, after) > 0);
     if (start < 0) start = keyed.length;
   } else if (query.skip) start = query.skip;
   const page = keyed.slice(start, start + pageSize);

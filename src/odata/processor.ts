@@ -37,8 +37,8 @@ export interface ODataResponse {
   headers: Record<string, string>;
   body?: string;
   /**
-   * A large body written as it is produced (collection pages): the rows of each chunk are serialized only
-   * when the transport asks for it, so their JSON objects die young. Set instead of `body`.
+   * A large body in pieces (collection pages), written to the socket one by one with backpressure instead
+   * of being joined into one string first. Set instead of `body`.
    */
   chunks?: Iterable<string>;
 }
@@ -139,7 +139,8 @@ export class ODataProcessor {
     const host = header(request, "host") ?? "localhost";
     const proto = (header(request, "x-forwarded-proto") ?? "http").split(",")[0]!.trim().toLowerCase();
     if (proto !== "http" && proto !== "https") throw badRequest(`X-Forwarded-Proto must be http or https, not '${clip(proto, 40)}'`);
-    if (!/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host)) {
+    // A registered name (letters, digits, '-', '_', '.', as container and DNS names use) or a bracketed IPv6.
+    if (!/^(?:[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host)) {
       throw badRequest(`The Host header '${clip(host, 100)}' is not a host name or address`);
     }
     return `${proto}://${host}`;
@@ -839,7 +840,9 @@ export class ODataProcessor {
     const applied: string[] = [];
     if (requested !== undefined) applied.push(`odata.maxpagesize=${pageSize}`);
     if (ctx.prefs.includeAnnotations.length) applied.push(`odata.include-annotations="${ctx.prefs.includeAnnotations.join(",")}"`);
-    const chunks = collectionJson(head, result.rows, this.rowWriter(ctx, entity, query.select, expand, lookupNames), tail);
+    // Serialized here, inside the request's error handling, before any byte is sent: a value that cannot be
+    // written is a logged 500, not a cut connection. The chunks are then written one by one.
+    const chunks = [...collectionJson(head, result.rows, this.rowWriter(ctx, entity, query.select, expand, lookupNames), tail)];
     return { status: 200, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...(applied.length ? { "Preference-Applied": applied.join(",") } : {}) }, chunks };
   }
 
@@ -1513,7 +1516,7 @@ interface BoundInMemoryExpand {
 /** Rows serialized per chunk: each chunk's JSON objects die young instead of living until the page is written. */
 const SERIALIZE_CHUNK = 256;
 
-/** `{...head, "value": [rows], ...tail}` as JSON text, the rows serialized a chunk at a time as it is read. */
+/** `{...head, "value": [rows], ...tail}` as JSON text in pieces, the rows serialized a chunk at a time (their objects die young). */
 function* collectionJson(head: Record<string, unknown>, rows: readonly Row[], write: (row: Row) => Record<string, unknown>, tail: Record<string, unknown>): Generator<string> {
   const headText = JSON.stringify(head);
   yield `${headText.slice(0, -1)}${headText.length > 2 ? "," : ""}"value":[`;

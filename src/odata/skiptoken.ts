@@ -31,9 +31,9 @@ function fits(value: unknown, type: string): boolean {
     case "Edm.Boolean":
       return typeof value === "boolean" || value === 0 || value === 1;
     case "Edm.Int32":
-      return typeof value === "number" && Number.isInteger(value) && value >= -2147483648 && value <= 2147483647;
     case "Edm.Int64":
-      return typeof value === "number" && Number.isSafeInteger(value);
+      // Integer order terms are computed in 64 bits (an Int32 term like `x mul 1000000000` exceeds Int32).
+      return typeof value === "number" && Number.isInteger(value) && Math.abs(value) <= 9223372036854775807;
     default:
       return typeof value === "number" && Number.isFinite(value);
   }

@@ -70,7 +70,9 @@ export const sqliteDialect: Dialect = {
   // better-sqlite3 spends about 0.15 us per column value it hands to JavaScript; one json_array text per
   // row, parsed by JSON.parse, costs less, the more so the more columns a page has (joined expansions).
   // SQLite writes REALs in JSON with 17 significant digits, so numbers round-trip exactly.
-  jsonRow: (expressions) => `json_array(${expressions.join(", ")})`,
+  // json_array would read a BLOB that happens to be valid JSONB as JSON (x'01' as true): a row holding a
+  // BLOB gives NULL instead, and the page is then read column by column.
+  jsonRow: (expressions) => `CASE WHEN ${expressions.map((e) => `typeof(${e}) = 'blob'`).join(" OR ")} THEN NULL ELSE json_array(${expressions.join(", ")}) END`,
   quote: quoteWith('"'),
   // Numbered, so a compiled fragment used twice (an order term in SELECT and ORDER BY) binds one value.
   placeholder: (n) => `?${n}`,

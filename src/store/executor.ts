@@ -72,10 +72,13 @@ export async function contained<T>(executor: SqlExecutor, work: () => Promise<T>
  * and SQLite's limits on pattern and value sizes. Undefined for anything else, which stays a server error.
  */
 export function inputErrorOf(e: unknown): string | undefined {
-  const err = e as { code?: unknown; message?: unknown };
+  const err = e as { code?: unknown; message?: unknown; severity?: unknown; routine?: unknown; name?: unknown };
   const message = typeof err?.message === "string" ? err.message : "";
-  if (typeof err?.code === "string" && /^22[0-9A-Z]{3}$/.test(err.code) && message) return `The store cannot evaluate a value of the request: ${message}`;
-  if (/LIKE or GLOB pattern too complex/.test(message)) return "A string in the request's $filter is too long to match (contains, startswith and endswith patterns are limited to 50,000 bytes)";
-  if (err?.code === "SQLITE_TOOBIG") return "A value of the request is larger than the store accepts";
+  // Only errors the drivers raise: PostgreSQL's carry a severity and the server routine, SQLite's are SqliteErrors.
+  const fromPostgres = typeof err?.severity === "string" && typeof err?.routine === "string";
+  const fromSqlite = err?.name === "SqliteError";
+  if (fromPostgres && typeof err.code === "string" && /^22[0-9A-Z]{3}$/.test(err.code) && message) return `The store cannot evaluate a value of the request: ${message}`;
+  if (fromSqlite && /LIKE or GLOB pattern too complex/.test(message)) return "A string in the request's $filter is too long to match (contains, startswith and endswith patterns are limited to 50,000 bytes)";
+  if (fromSqlite && err.code === "SQLITE_TOOBIG") return "A value of the request is larger than the store accepts";
   return undefined;
 }

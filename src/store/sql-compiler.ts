@@ -1,6 +1,6 @@
 import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
 import type { BoundExpression, BoundOrderBy, BoundQuery } from "../odata/bound.js";
-import { INTEGER_TYPES, visitExpression } from "../odata/bound.js";
+import { effectiveOrder, INTEGER_TYPES } from "../odata/bound.js";
 import { type Dialect, SqlBuilder } from "./dialect.js";
 
 export interface CompiledSql {
@@ -59,15 +59,9 @@ export class SqlQueryCompiler {
     return this.dialect.quote(id);
   }
 
-  /** The effective order: the requested terms, then the primary key so paging is deterministic. */
+  /** The effective order (see `effectiveOrder`). */
   static orderOf(query: BoundQuery): BoundOrderBy[] {
-    const pk = query.entity.primaryId;
-    // A term that reads no property (`now()`, a literal) ties every row: it cannot change the order, and as a
-    // paging position it would change between requests, so it is left out.
-    const terms = query.orderBy.filter((t) => readsProperty(t.expression));
-    const hasPk = terms.some((t) => t.expression.kind === "property" && t.expression.navigations.length === 0 && t.expression.attribute === pk);
-    if (!hasPk) terms.push({ expression: { kind: "property", type: pk.edmType, attribute: pk, navigations: [] }, descending: false });
-    return terms;
+    return effectiveOrder(query);
   }
 
   compileSelect(plan: SelectPlan): CompiledSql {
@@ -335,7 +329,9 @@ export class SqlQueryCompiler {
   }
 
   /** Rows strictly after `position` in the given order (nulls first ascending, last descending). */
-  private keyset(order: BoundOrderBy[], exprs: string[], position: KeysetPosition): string {
+  private keyset(rawOrder: BoundOrderBy[], exprs: string[], position: KeysetPosition): string {
+    // Integer arithmetic is computed in 64 bits (widenInteger): its positions are bound as Int64 too.
+    const order = rawOrder.map((t) => (t.expression.kind === "arithmetic" && INTEGER_TYPES.has(t.expression.type) ? { ...t, expression: { ...t.expression, type: "Edm.Int64" as const } } : t));
     // All ascending and no null in the position: one row-value comparison, which both stores run as an
     // index range (rows with a null key sort first, so they are rightly excluded).
     if (order.every((t) => !t.descending) && position.every((v) => v !== null)) {
@@ -385,12 +381,4 @@ export function fromStore(attr: AttributeModel, value: unknown): unknown {
     default:
       return value;
   }
-}
-
-function readsProperty(e: BoundExpression): boolean {
-  let found = false;
-  visitExpression(e, (x) => {
-    if (x.kind === "property") found = true;
-  });
-  return found;
 }

@@ -102,9 +102,12 @@ export class SqlDataProvider implements DataProvider {
       if (!dialect.jsonRow) throw NO_JSON_ROWS;
       const compiled = new SqlQueryCompiler(dialect, query.entity).compileSelect({ ...plan, jsonRows: true });
       positions = compiled.positions!;
-      raw = (await this.executor.queryArrays(compiled.sql, compiled.params)).map((r) => JSON.parse(r[0] as string) as unknown[]);
+      raw = (await this.executor.queryArrays(compiled.sql, compiled.params)).map((r) => {
+        if (r[0] === null) throw NO_JSON_ROWS;
+        return JSON.parse(r[0] as string) as unknown[];
+      });
     } catch (e) {
-      // Column by column when the store has no JSON rows, or a value cannot be JSON (a BLOB in a source table).
+      // Column by column when the store has no JSON rows, or a row holds a value JSON cannot carry (a BLOB).
       if (e !== NO_JSON_ROWS && !/JSON cannot hold BLOB/i.test((e as Error)?.message ?? "")) throw e;
       const compiled = new SqlQueryCompiler(dialect, query.entity).compileSelect(plan);
       positions = compiled.positions!;
