@@ -23,6 +23,8 @@ export function sourceTableOf(source: SourceDefinition): TableSpec {
     { name: SOURCE_SYSTEM_COLUMNS.version, kind: "bigint", nullable: true },
     { name: SOURCE_SYSTEM_COLUMNS.createdBy, kind: "uuid", nullable: true },
     { name: SOURCE_SYSTEM_COLUMNS.modifiedBy, kind: "uuid", nullable: true },
+    { name: SOURCE_SYSTEM_COLUMNS.createdOnBehalfBy, kind: "uuid", nullable: true },
+    { name: SOURCE_SYSTEM_COLUMNS.modifiedOnBehalfBy, kind: "uuid", nullable: true },
   ];
   for (const f of source.Fields) columns.push(sourceColumnOf(f, source));
   for (const r of source.Relations ?? []) columns.push({ name: r.Field, kind: "uuid", nullable: true, indexed: true });
@@ -139,6 +141,8 @@ export function generateEntity(source: SourceDefinition, isGenerated: (physicalN
     { LogicalName: "versionnumber", AttributeType: "BigInt", ExternalName: SOURCE_SYSTEM_COLUMNS.version, IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Version Number" },
     { LogicalName: "createdby", AttributeType: "Uniqueidentifier", ExternalName: SOURCE_SYSTEM_COLUMNS.createdBy, IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Created By" },
     { LogicalName: "modifiedby", AttributeType: "Uniqueidentifier", ExternalName: SOURCE_SYSTEM_COLUMNS.modifiedBy, IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Modified By" },
+    { LogicalName: "createdonbehalfby", AttributeType: "Uniqueidentifier", ExternalName: SOURCE_SYSTEM_COLUMNS.createdOnBehalfBy, IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Created By (Delegate)" },
+    { LogicalName: "modifiedonbehalfby", AttributeType: "Uniqueidentifier", ExternalName: SOURCE_SYSTEM_COLUMNS.modifiedOnBehalfBy, IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Modified By (Delegate)" },
   ];
   const primaryField = source.PrimaryField ? source.Fields.find((f) => f.Name === source.PrimaryField) : undefined;
   if (primaryField) {

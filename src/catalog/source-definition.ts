@@ -39,7 +39,7 @@ export interface SourceDefinition {
 }
 
 /** Columns every source table has besides its fields: the row id, times and version. */
-export const SOURCE_SYSTEM_COLUMNS = { id: "Id", created: "CreatedDateTime", modified: "ModifiedDateTime", version: "RecVersion", createdBy: "CreatedBy", modifiedBy: "ModifiedBy" } as const;
+export const SOURCE_SYSTEM_COLUMNS = { id: "Id", created: "CreatedDateTime", modified: "ModifiedDateTime", version: "RecVersion", createdBy: "CreatedBy", modifiedBy: "ModifiedBy", createdOnBehalfBy: "CreatedOnBehalfBy", modifiedOnBehalfBy: "ModifiedOnBehalfBy" } as const;
 
 let validate: ReturnType<Ajv["compile"]> | undefined;
 

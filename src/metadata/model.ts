@@ -87,6 +87,9 @@ export const SYSTEM_ATTRIBUTES: readonly AttributeDefinition[] = [
   { LogicalName: "versionnumber", AttributeType: "BigInt", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Version Number" },
   { LogicalName: "createdby", AttributeType: "Uniqueidentifier", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Created By" },
   { LogicalName: "modifiedby", AttributeType: "Uniqueidentifier", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Modified By" },
+  // The user who really acted when a write was made on behalf of another (MSCRMCallerID / CallerObjectId).
+  { LogicalName: "createdonbehalfby", AttributeType: "Uniqueidentifier", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Created By (Delegate)" },
+  { LogicalName: "modifiedonbehalfby", AttributeType: "Uniqueidentifier", IsValidForCreate: false, IsValidForUpdate: false, DisplayName: "Modified By (Delegate)" },
 ];
 
 /**

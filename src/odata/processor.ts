@@ -1161,7 +1161,9 @@ export class ODataProcessor {
   }
 
   private async writeContext(ctx: RequestContext, entity: EntityModel): Promise<WriteContext> {
-    return this.security.writeContext ? this.security.writeContext(ctx.caller, entity) : { userId: ctx.caller.userId };
+    const context = this.security.writeContext ? await this.security.writeContext(ctx.caller, entity) : { userId: ctx.caller.userId };
+    // Under impersonation the record shows who it was written for and, as its delegate, who wrote it.
+    return ctx.caller.impersonatedBy ? { ...context, delegateId: ctx.caller.impersonatedBy } : context;
   }
 
   private async finishCreate(ctx: RequestContext, entity: EntityModel, provider: DataProvider, values: Row, representationStatus: number): Promise<ODataResponse> {

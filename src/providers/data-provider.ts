@@ -25,6 +25,8 @@ export interface RetrieveMultipleResult {
 /** Who a write is recorded as (createdby/modifiedby): the caller, or the user an application is mapped to. */
 export interface WriteContext {
   userId?: string;
+  /** The user who really acts when the write is made on behalf of `userId` (createdonbehalfby/modifiedonbehalfby). */
+  delegateId?: string;
 }
 
 export type WriteOutcome<T> = { status: "ok"; row: T } | { status: "not-found" } | { status: "precondition-failed" } | { status: "conflict"; message: string };

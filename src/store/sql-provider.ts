@@ -161,7 +161,15 @@ export class SqlDataProvider implements DataProvider {
     return this.executor.transaction(async (tx) => {
       const now = new Date().toISOString();
       const by = context?.userId ?? null;
-      const row: Row = { ...values, createdon: now, modifiedon: now, versionnumber: 1, ...(entity.attributes.has("createdby") ? { createdby: by, modifiedby: by } : {}) };
+      const delegate = context?.delegateId ?? null;
+      const row: Row = {
+        ...values,
+        createdon: now,
+        modifiedon: now,
+        versionnumber: 1,
+        ...(entity.attributes.has("createdby") ? { createdby: by, modifiedby: by } : {}),
+        ...(entity.attributes.has("createdonbehalfby") ? { createdonbehalfby: delegate, modifiedonbehalfby: delegate } : {}),
+      };
       for (const a of entity.attributes.values()) {
         if (a.def.AutoNumberFormat && (row[a.logicalName] === undefined || row[a.logicalName] === null)) {
           row[a.logicalName] = await this.nextAutoNumber(tx, entity, a);
@@ -195,6 +203,7 @@ export class SqlDataProvider implements DataProvider {
   async update(entity: EntityModel, id: string, values: Row, expectedVersion?: number, context?: WriteContext): Promise<WriteOutcome<Row>> {
     return this.executor.transaction(async (tx) => {
       if (entity.attributes.has("modifiedby")) values = { ...values, modifiedby: context?.userId ?? null };
+      if (entity.attributes.has("modifiedonbehalfby")) values = { ...values, modifiedonbehalfby: context?.delegateId ?? null };
       const version = this.q(versionColumn(entity));
       const attrs = [...entity.attributes.values()].filter((a) => values[a.logicalName] !== undefined && !a.isPrimaryId && a.logicalName !== "versionnumber" && a.logicalName !== "modifiedon");
       const params: unknown[] = attrs.map((a) => this.toParam(a, values[a.logicalName]));

@@ -153,7 +153,15 @@ describe.each(STORE_KINDS)("application to user mapping (%s)", (kind: StoreKind)
     const r = await s.admin.call("POST", CANDIDATES, { body: exportedCandidate({ mshr_firstname: "OnBehalf" }), headers: { MSCRMCallerID: person } });
     expect(r.status, r.body).toBe(204);
     const id = /\(([0-9a-f-]{36})\)$/.exec(r.headers["OData-EntityId"] ?? "")![1]!;
-    expect(json(await s.admin.call("GET", `${CANDIDATES}(${id})?$select=createdby`)).createdby).toBe(person);
+    const row = json(await s.admin.call("GET", `${CANDIDATES}(${id})?$select=createdby,createdonbehalfby,modifiedonbehalfby`));
+    expect(row.createdby).toBe(person);
+    // The delegate: who really wrote it, as Dataverse's createdonbehalfby.
+    expect(row.createdonbehalfby).toBe(s.admin.userId);
+    expect(row.modifiedonbehalfby).toBe(s.admin.userId);
+    // A later write without impersonation has no delegate.
+    expect((await s.admin.call("PATCH", `${CANDIDATES}(${id})`, { body: { mshr_jobtitle: "Lead" } })).status).toBe(204);
+    const after = json(await s.admin.call("GET", `${CANDIDATES}(${id})?$select=modifiedby,createdonbehalfby,modifiedonbehalfby`));
+    expect(after).toMatchObject({ modifiedby: s.admin.userId, createdonbehalfby: s.admin.userId, modifiedonbehalfby: null });
   });
 
   it("hiring through mshr_Hire records both the worker and the candidate as the mapped user", async () => {
