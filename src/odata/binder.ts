@@ -189,6 +189,11 @@ export class ExpressionBinder {
       return { kind: "arithmetic", type: promote(left.type, right.type), op, left, right };
     }
     const [l, r] = this.coerceComparison(node, left, right);
+    // NaN is unequal to every value, null included, and orders with none; SQLite cannot even bind it (it
+    // becomes NULL), so the comparison is decided here, the same on every store.
+    if ((l.kind === "constant" && Number.isNaN(l.value)) || (r.kind === "constant" && Number.isNaN(r.value))) {
+      return { kind: "constant", type: "Edm.Boolean", value: op === "ne" };
+    }
     if ((op === "gt" || op === "ge" || op === "lt" || op === "le") && (l.type === "Edm.Boolean" || r.type === "Edm.Boolean")) {
       throw badRequest(`${this.at(node)}: '${op}' cannot compare Boolean values`);
     }

@@ -529,6 +529,18 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
       expect([...names].sort()).toEqual(ROWS.map((x) => x.new_name).sort());
     });
 
+    it("NaN is unequal to every value, null included, the same on both stores", async () => {
+      expect((await req("POST", "new_items", { body: { new_name: "nan-null" } })).status).toBe(204);
+      expect(Number((await req("GET", `new_items/$count?$filter=${encodeURIComponent("new_price eq null")}`)).body)).toBeGreaterThan(0);
+      const all = Number((await req("GET", "new_items/$count")).body);
+      expect(all).toBeGreaterThan(0);
+      expect(Number((await req("GET", `new_items/$count?$filter=${encodeURIComponent("new_price ne NaN")}`)).body)).toBe(all);
+      for (const op of ["eq", "lt", "le", "gt", "ge"]) {
+        expect(Number((await req("GET", `new_items/$count?$filter=${encodeURIComponent(`new_price ${op} NaN`)}`)).body), op).toBe(0);
+      }
+      expect(Number((await req("GET", `new_items/$count?$filter=${encodeURIComponent("not (new_price eq NaN)")}`)).body)).toBe(all);
+    });
+
     it("takes host names with underscores and a trailing dot (container names, FQDNs)", async () => {
       for (const host of ["api_server:8080", "example.com.", "[::1]:5555"]) {
         const r = await req("GET", "new_rows?$top=1&$count=true", { headers: { Host: host } });
