@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
 import type { DataProvider, ProviderCapabilities, RetrieveMultipleRequest, RetrieveMultipleResult, Row, WriteContext, WriteOutcome } from "../providers/data-provider.js";
 import { contained, type SqlExecutor } from "./executor.js";
-import { PARENT_COLUMN, SqlQueryCompiler, fromStore, joinedAlias, orderAlias } from "./sql-compiler.js";
+import { PARENT_COLUMN, SqlQueryCompiler, fromStore, joinedAlias, orderAlias, type SelectPlan } from "./sql-compiler.js";
 import { JOINED_PREFIX } from "../odata/bound.js";
 
 /** The built-in provider's id: rows in the SQL store (SQLite or PostgreSQL) the service opened. */
@@ -21,7 +21,11 @@ const CAPABILITIES: ProviderCapabilities = {
   transactions: true,
 };
 
-const NO_JSON_ROWS = Symbol("no JSON rows");
+/** A page's rows as arrays, and where each named column sits in them. */
+interface PageArrays {
+  raw: unknown[][];
+  positions: ReadonlyMap<string, number>;
+}
 
 /** SQL of reads by key, per entity (dropped with the model that holds the entity) and column list. */
 const retrieveSql = new WeakMap<EntityModel, Map<string, string>>();
@@ -95,25 +99,8 @@ export class SqlDataProvider implements DataProvider {
     const { query, pageSize, after } = request;
     const plan = { query, limit: pageSize + 1, offset: after ? undefined : query.skip, after };
     // Rows come as arrays in the compiled column order; each becomes one Row, with no interim object.
-    let raw: unknown[][];
-    let positions: ReadonlyMap<string, number>;
-    const dialect = this.executor.dialect;
-    try {
-      if (!dialect.jsonRow) throw NO_JSON_ROWS;
-      const compiled = new SqlQueryCompiler(dialect, query.entity).compileSelect({ ...plan, jsonRows: true });
-      positions = compiled.positions!;
-      raw = (await this.executor.queryArrays(compiled.sql, compiled.params)).map((r) => {
-        if (r[0] === null) throw NO_JSON_ROWS;
-        return JSON.parse(r[0] as string) as unknown[];
-      });
-    } catch (e) {
-      // Column by column when the store has no JSON rows, or a row holds a value JSON cannot carry (a BLOB).
-      if (e !== NO_JSON_ROWS && !/JSON cannot hold BLOB/i.test((e as Error)?.message ?? "")) throw e;
-      const compiled = new SqlQueryCompiler(dialect, query.entity).compileSelect(plan);
-      positions = compiled.positions!;
-      raw = await this.executor.queryArrays(compiled.sql, compiled.params);
-    }
-    const at = (name: string) => positions!.get(name)!;
+    const { raw, positions } = (await this.readJsonRows(plan)) ?? (await this.readColumns(plan));
+    const at = (name: string) => positions.get(name)!;
     const more = raw.length > pageSize;
     const page = more ? raw.slice(0, pageSize) : raw;
     const rows = page.map(this.rowReader(query, at));
@@ -124,6 +111,21 @@ export class SqlDataProvider implements DataProvider {
       next = order.map((_t, i) => normalizePosition(last[at(orderAlias(i))]));
     }
     return { rows, next };
+  }
+
+  /** A page as one JSON array per row (Dialect.jsonRow); undefined without them, or when a row holds a BLOB. */
+  private async readJsonRows(plan: SelectPlan): Promise<PageArrays | undefined> {
+    if (!this.executor.dialect.jsonRow) return undefined;
+    const compiled = new SqlQueryCompiler(this.executor.dialect, plan.query.entity).compileSelect({ ...plan, jsonRows: true });
+    const texts = await this.executor.queryArrays(compiled.sql, compiled.params);
+    if (texts.some((r) => r[0] === null)) return undefined;
+    return { raw: texts.map((r) => JSON.parse(r[0] as string) as unknown[]), positions: compiled.positions! };
+  }
+
+  /** A page column by column, as the driver hands the values over. */
+  private async readColumns(plan: SelectPlan): Promise<PageArrays> {
+    const compiled = new SqlQueryCompiler(this.executor.dialect, plan.query.entity).compileSelect(plan);
+    return { raw: await this.executor.queryArrays(compiled.sql, compiled.params), positions: compiled.positions! };
   }
 
   async count(query: RetrieveMultipleRequest["query"]): Promise<number> {
