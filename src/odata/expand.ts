@@ -1,5 +1,5 @@
 import type { AttributeModel, EntityModel, NavigationModel } from "../metadata/model.js";
-import { bindSelect, ExpressionBinder, type AliasValues } from "./binder.js";
+import { bindSelect, clip, ExpressionBinder, type AliasValues } from "./binder.js";
 import type { BoundExpression, BoundOrderBy } from "./bound.js";
 import { badRequest, notImplemented } from "./errors.js";
 
@@ -23,7 +23,7 @@ export interface ExpandItem {
 export const MAX_EXPAND_DEPTH = 5;
 
 /** Splits on a separator outside quotes and parentheses. */
-export function splitTopLevel(text: string, separator: string, option: string): { part: string; pos: number }[] {
+function splitTopLevel(text: string, separator: string, option: string): { part: string; pos: number }[] {
   const parts: { part: string; pos: number }[] = [];
   let depth = 0;
   let quoted = false;
@@ -46,6 +46,51 @@ export function splitTopLevel(text: string, separator: string, option: string): 
 }
 
 const NESTED_OPTIONS = new Set(["$select", "$filter", "$orderby", "$top", "$skip", "$count", "$expand"]);
+const UNSUPPORTED_NESTED_OPTIONS = new Set(["$levels"]);
+
+/** One `$expand` item as written, before it is bound: its name, where it starts, its options' text. */
+export interface ExpandClause {
+  name: string;
+  pos: number;
+  optionsText?: string;
+}
+
+/** Splits `$expand` into its items, each a name with optional `(options)`. */
+export function expandClauses(text: string): ExpandClause[] {
+  return splitTopLevel(text, ",", "$expand").map(({ part, pos }) => {
+    if (/^\s*\*/.test(part)) throw notImplemented("$expand=* is not supported; name the navigation properties");
+    const m = /^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\((.*)\))?\s*$/s.exec(part);
+    if (!m) throw badRequest(`Syntax error in $expand at position ${pos}: '${clip(part.trim(), 200)}' is not a navigation property with options`);
+    return { name: m[1]!, pos, optionsText: m[2] };
+  });
+}
+
+/**
+ * The nested options of an item, by lowercase name. Options in `unsupported` are a 501, others outside
+ * `allowed` or given twice a 400; `check` may refuse an allowed one where it does not apply.
+ */
+export function expandOptions(clause: ExpandClause, allowed: ReadonlySet<string>, unsupported: ReadonlySet<string> = new Set(), check?: (key: string) => void): Map<string, string> {
+  const options = new Map<string, string>();
+  if (clause.optionsText === undefined || clause.optionsText.trim() === "") return options;
+  for (const { part: opt } of splitTopLevel(clause.optionsText, ";", `$expand of '${clause.name}'`)) {
+    const eq = opt.indexOf("=");
+    const key = (eq < 0 ? opt : opt.slice(0, eq)).trim().toLowerCase();
+    if (unsupported.has(key)) throw notImplemented(`${key} in $expand of '${clause.name}' is not supported`);
+    if (!allowed.has(key)) throw badRequest(`The option '${clip(key, 40)}' is not allowed in $expand of '${clause.name}'`);
+    if (options.has(key)) throw badRequest(`The option ${key} is given twice in $expand of '${clause.name}'`);
+    check?.(key);
+    options.set(key, eq < 0 ? "" : opt.slice(eq + 1));
+  }
+  return options;
+}
+
+/** A nested `$top` or `$skip` of an item, checked. */
+export function expandInteger(clause: ExpandClause, options: ReadonlyMap<string, string>, key: string): number | undefined {
+  const v = options.get(key);
+  if (v === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(v.trim())) throw badRequest(`${key} in $expand of '${clause.name}' must be a non-negative integer below 1,000,000,000, not '${clip(v, 40)}'`);
+  return Number(v.trim());
+}
 
 /**
  * Parses and binds `$expand`: each navigation is checked against the entity, each nested option against
@@ -55,11 +100,8 @@ export function bindExpand(entity: EntityModel, text: string, aliases: AliasValu
   if (depth > MAX_EXPAND_DEPTH) throw badRequest(`$expand is nested more than ${MAX_EXPAND_DEPTH} levels deep`);
   if (text.trim() === "") throw badRequest("$expand must not be empty");
   const items: ExpandItem[] = [];
-  for (const { part, pos } of splitTopLevel(text, ",", "$expand")) {
-    if (/^\s*\*/.test(part)) throw notImplemented("$expand=* is not supported; name the navigation properties");
-    const m = /^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\((.*)\))?\s*$/s.exec(part);
-    if (!m) throw badRequest(`Syntax error in $expand at position ${pos}: '${part.trim()}' is not a navigation property with options`);
-    const name = m[1]!;
+  for (const clause of expandClauses(text)) {
+    const { name, pos } = clause;
     const navigation = entity.navigations.get(name);
     if (!navigation) {
       const hint = entity.properties.has(name) || entity.attributes.has(name) ? " (it is a structural property; use $select)" : "";
@@ -68,27 +110,11 @@ export function bindExpand(entity: EntityModel, text: string, aliases: AliasValu
     if (items.some((i) => i.navigation === navigation)) throw badRequest(`$expand names '${name}' twice`);
     onNavigation?.(navigation);
     const target = navigation.target;
-    const options = new Map<string, string>();
-    if (m[2] !== undefined && m[2].trim() !== "") {
-      for (const { part: opt } of splitTopLevel(m[2], ";", `$expand of '${name}'`)) {
-        const eq = opt.indexOf("=");
-        const key = (eq < 0 ? opt : opt.slice(0, eq)).trim().toLowerCase();
-        const value = eq < 0 ? "" : opt.slice(eq + 1);
-        if (key === "$levels") throw notImplemented(`$levels in $expand of '${name}' is not supported`);
-        if (!NESTED_OPTIONS.has(key)) throw badRequest(`The option '${key}' is not allowed in $expand of '${name}'`);
-        if (options.has(key)) throw badRequest(`The option ${key} is given twice in $expand of '${name}'`);
-        if (navigation.kind === "single" && key !== "$select" && key !== "$expand") {
-          throw badRequest(`The option ${key} is not allowed in $expand of the single-valued navigation property '${name}'`);
-        }
-        options.set(key, value);
+    const options = expandOptions(clause, NESTED_OPTIONS, UNSUPPORTED_NESTED_OPTIONS, (key) => {
+      if (navigation.kind === "single" && key !== "$select" && key !== "$expand") {
+        throw badRequest(`The option ${key} is not allowed in $expand of the single-valued navigation property '${name}'`);
       }
-    }
-    const int = (key: string) => {
-      const v = options.get(key);
-      if (v === undefined) return undefined;
-      if (!/^\d{1,9}$/.test(v.trim())) throw badRequest(`${key} in $expand of '${name}' must be a non-negative integer below 1,000,000,000, not '${v}'`);
-      return Number(v.trim());
-    };
+    });
     const count = options.get("$count");
     if (count !== undefined && count !== "true" && count !== "false") throw badRequest(`$count in $expand of '${name}' must be true or false`);
     const filterText = options.get("$filter");
@@ -99,8 +125,8 @@ export function bindExpand(entity: EntityModel, text: string, aliases: AliasValu
       selectText: options.get("$select"),
       filter: filterText !== undefined ? new ExpressionBinder(target, aliases, `$filter in $expand of '${name}'`, onNavigation).bindFilter(filterText) : undefined,
       orderBy: orderText !== undefined ? new ExpressionBinder(target, aliases, `$orderby in $expand of '${name}'`, onNavigation).bindOrderBy(orderText) : [],
-      top: int("$top"),
-      skip: int("$skip"),
+      top: expandInteger(clause, options, "$top"),
+      skip: expandInteger(clause, options, "$skip"),
       count: count === "true",
       expand: options.has("$expand") ? bindExpand(target, options.get("$expand")!, aliases, depth + 1, onNavigation) : [],
       optionsText: [...options].filter(([k]) => k !== "$skip").map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join("&"),

@@ -8,7 +8,7 @@ import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type Secur
 import { bindSelect, clip, ExpressionBinder, selectedComplexProperties } from "./binder.js";
 import { JOINED_PREFIX, type BoundExpression, type BoundQuery } from "./bound.js";
 import { inputErrorOf } from "../store/executor.js";
-import { bindExpand, expandContext, splitTopLevel, type ExpandItem } from "./expand.js";
+import { bindExpand, expandClauses, expandContext, expandInteger, expandOptions, type ExpandItem } from "./expand.js";
 import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences, type BatchPart, type BatchResult } from "./batch.js";
 import { csdlJson, csdlXml } from "./csdl.js";
 import { badRequest, ErrorCodes, methodNotAllowed, notFound, notImplemented, ODataError, preconditionFailed, validationError } from "./errors.js";
@@ -84,6 +84,15 @@ interface RequestContext {
   method: string;
   /** One serializer per entity for the whole answer. */
   serializers?: Map<EntityModel, EntitySerializer>;
+  /** A write's `$select`/`$expand`, bound once (checked before writing, used again to answer). */
+  representation?: { entity: EntityModel } & RepresentationQuery;
+}
+
+interface RepresentationQuery {
+  select: AttributeModel[];
+  selectText?: string;
+  expand: ExpandItem[];
+  crossed: EntityModel[];
 }
 
 function header(req: ODataRequest, name: string): string | undefined {
@@ -374,41 +383,26 @@ export class ODataProcessor {
   /** `$expand=Attributes($select=…;$filter=…),Keys` on metadata sets: each item bound against its set, its privilege checked. */
   private async bindInMemoryExpand(ctx: RequestContext, options: QueryOptions, expandable: ReadonlyMap<string, InMemoryNavigation> | undefined): Promise<BoundInMemoryExpand[]> {
     const items: BoundInMemoryExpand[] = [];
-    for (const { part, pos } of splitTopLevel(options.expand!, ",", "$expand")) {
-      const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$/s.exec(part);
-      if (!m) throw badRequest(`Syntax error in $expand at position ${pos}: '${clip(part.trim(), 100)}'`);
-      const navigation = expandable?.get(m[1]!);
-      if (!navigation) throw badRequest(`$expand at position ${pos}: '${clip(m[1]!, 100)}' cannot be expanded here; use ${[...(expandable?.keys() ?? [])].join(" or ")}`);
-      if (items.some((i) => i.name === m[1])) throw badRequest(`$expand names '${m[1]}' twice`);
+    for (const clause of expandClauses(options.expand!)) {
+      const navigation = expandable?.get(clause.name);
+      if (!navigation) throw badRequest(`$expand at position ${clause.pos}: '${clip(clause.name, 100)}' cannot be expanded here; use ${[...(expandable?.keys() ?? [])].join(" or ")}`);
+      if (items.some((i) => i.name === clause.name)) throw badRequest(`$expand names '${clause.name}' twice`);
       if (navigation.privilege) await this.require(ctx, [navigation.privilege]);
-      const nested = new Map<string, string>();
-      for (const { part: opt } of m[2]?.trim() ? splitTopLevel(m[2], ";", `$expand of '${m[1]}'`) : []) {
-        const eq = opt.indexOf("=");
-        const key = (eq < 0 ? opt : opt.slice(0, eq)).trim().toLowerCase();
-        if (!["$select", "$filter", "$orderby", "$top", "$skip"].includes(key)) throw badRequest(`The option '${clip(key, 40)}' is not allowed in $expand of '${m[1]}'`);
-        if (nested.has(key)) throw badRequest(`The option ${key} is given twice in $expand of '${m[1]}'`);
-        nested.set(key, eq < 0 ? "" : opt.slice(eq + 1));
-      }
-      const int = (key: string) => {
-        const v = nested.get(key);
-        if (v === undefined) return undefined;
-        if (!/^\d{1,9}$/.test(v.trim())) throw badRequest(`${key} in $expand of '${m[1]}' must be a non-negative integer below 1,000,000,000`);
-        return Number(v.trim());
-      };
+      const nested = expandOptions(clause, IN_MEMORY_NESTED_OPTIONS);
       const target = navigation.entity;
       const filter = nested.get("$filter");
       const orderby = nested.get("$orderby");
       items.push({
-        name: m[1]!,
+        name: clause.name,
         navigation,
         complex: selectedComplexProperties(target, nested.get("$select")),
         query: {
           entity: target,
-          filter: filter !== undefined ? new ExpressionBinder(target, options.aliases, `$filter in $expand of '${m[1]}'`).bindFilter(filter) : undefined,
-          orderBy: orderby !== undefined ? new ExpressionBinder(target, options.aliases, `$orderby in $expand of '${m[1]}'`).bindOrderBy(orderby) : [],
+          filter: filter !== undefined ? new ExpressionBinder(target, options.aliases, `$filter in $expand of '${clause.name}'`).bindFilter(filter) : undefined,
+          orderBy: orderby !== undefined ? new ExpressionBinder(target, options.aliases, `$orderby in $expand of '${clause.name}'`).bindOrderBy(orderby) : [],
           select: bindSelect(target, nested.get("$select")),
-          top: int("$top"),
-          skip: int("$skip"),
+          top: expandInteger(clause, nested, "$top"),
+          skip: expandInteger(clause, nested, "$skip"),
           count: false,
           expand: [],
         },
@@ -571,10 +565,8 @@ export class ODataProcessor {
     // More links than a page: the rest follow by $skip (a $top larger than the page is honoured the same way).
     const remaining = query.top === undefined ? Infinity : query.top - rows.length;
     if (next && remaining > 0) {
-      const kept = ctx.query.split("&").filter((p) => p && !/^(\$|%24)?(skip|top)=/i.test(p));
-      kept.push(`$skip=${(query.skip ?? 0) + rows.length}`);
-      if (query.top !== undefined) kept.push(`$top=${remaining}`);
-      body["@odata.nextLink"] = `${ctx.root}/${entity.entitySetName}(${id})/${nav.name}/$ref?${kept.join("&")}`;
+      const paging = [`$skip=${(query.skip ?? 0) + rows.length}`, ...(query.top !== undefined ? [`$top=${remaining}`] : [])];
+      body["@odata.nextLink"] = this.nextLink(ctx, `${entity.entitySetName}(${id})/${nav.name}/$ref`, ["skip", "top"], paging);
     }
     return this.json(200, body);
   }
@@ -835,7 +827,7 @@ export class ODataProcessor {
     const tail: Record<string, unknown> = {};
     if (more && result.next) {
       const token = encodeSkipToken({ position: result.next, returned: returned + result.rows.length });
-      tail["@odata.nextLink"] = this.nextLink(ctx, related?.path ?? entity.entitySetName, token);
+      tail["@odata.nextLink"] = this.nextLink(ctx, related?.path ?? entity.entitySetName, ["skip", "skiptoken"], [`$skiptoken=${token}`]);
     }
     const applied: string[] = [];
     if (requested !== undefined) applied.push(`odata.maxpagesize=${pageSize}`);
@@ -847,12 +839,14 @@ export class ODataProcessor {
   }
 
   /** The same request with $skip replaced by the position: an absolute URL, as Dataverse returns. */
-  private nextLink(ctx: RequestContext, path: string, token: string): string {
-    const kept = ctx.query
-      .split("&")
-      .filter((p) => p && !/^(\$|%24)?(skip|skiptoken)=/i.test(p));
-    kept.push(`$skiptoken=${token}`);
-    return `${ctx.root}/${path}?${kept.join("&")}`;
+  /**
+   * The same request on `path` with the paging options `replaced` dropped and `added` appended: an
+   * absolute URL, as Dataverse returns.
+   */
+  private nextLink(ctx: RequestContext, path: string, replaced: readonly string[], added: readonly string[]): string {
+    const dropped = new RegExp(`^(\\$|%24)?(${replaced.join("|")})=`, "i");
+    const kept = ctx.query.split("&").filter((p) => p && !dropped.test(p));
+    return `${ctx.root}/${path}?${[...kept, ...added].join("&")}`;
   }
 
   private selectContext(entity: EntityModel, select: string | undefined, expand: readonly ExpandItem[] = []): string {
@@ -1198,11 +1192,13 @@ export class ODataProcessor {
    * The `$select` and `$expand` of a write's representation (Dataverse returns expanded rows on create and
    * on update alike), bound before anything is written so a bad option writes nothing.
    */
-  private representationQuery(ctx: RequestContext, entity: EntityModel): { select: AttributeModel[]; selectText?: string; expand: ExpandItem[]; crossed: EntityModel[] } {
+  private representationQuery(ctx: RequestContext, entity: EntityModel): RepresentationQuery {
+    if (ctx.representation?.entity === entity) return ctx.representation;
     const options = parseQueryOptions(ctx.query, new Set(["$select", "$expand"]));
     const crossed: EntityModel[] = [];
     const expand = this.bindExpandOption(entity, options, crossed);
-    return { select: bindSelect(entity, options.select), selectText: options.select, expand, crossed };
+    ctx.representation = { entity, select: bindSelect(entity, options.select), selectText: options.select, expand, crossed };
+    return ctx.representation;
   }
 
   /** Returning the written record (and what it expands) is reading it: checked before anything is written. */
@@ -1500,6 +1496,8 @@ function unsupportedMediaParameter(params: readonly string[]): string | undefine
   }
   return undefined;
 }
+
+const IN_MEMORY_NESTED_OPTIONS = new Set(["$select", "$filter", "$orderby", "$top", "$skip"]);
 
 /** A navigation of a metadata set ($expand=Attributes): the rows it leads to from a row. */
 interface InMemoryNavigation {
