@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { json, openTestService, STORE_KINDS, type StoreKind } from "../helpers/stores.js";
-import { counts, create, defineCrm, ROOT, type Response, type Service } from "../relationships/model.js";
+import { counts, create, defineCrm, getJson, ROOT, type Response, type Service } from "../relationships/model.js";
 
 const CRLF = "\r\n";
 const PATH = "/api/data/v9.2";
@@ -157,11 +157,7 @@ describe.each(STORE_KINDS)("$batch (%s)", (kind: StoreKind) => {
   function postJson(requests: unknown[], headers: Record<string, string> = {}): Promise<Response> {
     return service.request("POST", "$batch", { headers: { "Content-Type": "application/json", Accept: "application/json", ...headers }, body: JSON.stringify({ requests }) });
   }
-  async function get(url: string): Promise<any> {
-    const r = await service.request("GET", url);
-    expect(r.status, `GET ${url}: ${r.body}`).toBe(200);
-    return json(r);
-  }
+  const get = (url: string, headers?: Record<string, string>) => getJson(service, url, headers);
   const nameOf = (set: string, id: string) => get(`${set}(${id})?$select=new_name`).then((r) => r.new_name);
 
   // ---------------------------------------------------------------- multipart/mixed

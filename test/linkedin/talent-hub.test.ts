@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { openTestService, json, STORE_KINDS, type StoreKind } from "../helpers/stores.js";
+import { exportedCandidate } from "../security/harness.js";
 import { installLinkedInTalentHub, CANDIDATE_SOURCE, WORKER_SOURCE, HIRE_STATUS } from "../../src/linkedin/talent-hub.js";
 
 type Service = Awaited<ReturnType<typeof openTestService>>;
@@ -16,17 +17,7 @@ const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** A candidate as LinkedIn Talent Hub's "Export to HRIS" sends it. */
 function exported(overrides: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    mshr_candidateid: "ATS-42",
-    mshr_firstname: "Ingrid",
-    mshr_lastname: "Solberg",
-    mshr_email: "ingrid.solberg@example.com",
-    mshr_phonenumber: "+47 22 33 44 55",
-    mshr_startdate: "2026-09-01",
-    mshr_jobtitle: "Platform engineer",
-    mshr_location: "Oslo",
-    ...overrides,
-  };
+  return exportedCandidate({ mshr_candidateid: "ATS-42", ...overrides });
 }
 
 function idFrom(response: Response, set: string): string {

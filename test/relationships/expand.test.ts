@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { json, openTestService, STORE_KINDS, type StoreKind } from "../helpers/stores.js";
-import { ALL_ANNOTATIONS, allPages, ASSOCIATED_NAV, CITIES, contactsOf, defineCrm, FORMATTED, generate, LOOKUP_NAME, prng, ROOT, tagsOf, type Generated, type Service } from "./model.js";
+import { ALL_ANNOTATIONS, allPages, ASSOCIATED_NAV, CITIES, contactsOf, defineCrm, FORMATTED, generate, getJson, LOOKUP_NAME, prng, ROOT, tagsOf, type Generated, type Service } from "./model.js";
 
 // ------------------------------------------------------------------ navigations of the model
 
@@ -205,11 +205,7 @@ describe.each(STORE_KINDS)("$expand (%s)", (kind: StoreKind) => {
     await service?.dispose();
   });
 
-  async function get(url: string, headers: Record<string, string> = {}): Promise<any> {
-    const r = await service.request("GET", url, { headers });
-    expect(r.status, `GET ${url}: ${r.body}`).toBe(200);
-    return json(r);
-  }
+  const get = (url: string, headers?: Record<string, string>) => getJson(service, url, headers);
 
   // ---------------------------------------------------------------- the oracle: separate queries
 

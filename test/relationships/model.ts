@@ -133,6 +133,13 @@ export async function create(service: Service, set: string, body: Record<string,
   return idFrom(r, set);
 }
 
+/** GET expecting 200, as parsed JSON. */
+export async function getJson(service: Service, url: string, headers: Record<string, string> = {}): Promise<any> {
+  const r = await service.request("GET", url, { headers });
+  expect(r.status, `GET ${url}: ${r.body}`).toBe(200);
+  return JSON.parse(r.body!);
+}
+
 export async function count(service: Service, set: string): Promise<number> {
   const r = await service.request("GET", `${set}/$count`);
   expect(r.status, r.body).toBe(200);

@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { installLinkedInTalentHub } from "../../src/linkedin/talent-hub.js";
 import { json, openTestService, STORE_KINDS, type StoreKind } from "../helpers/stores.js";
-import { count, counts, create, defineCrm, idFrom, ROOT, type Service } from "./model.js";
+import { count, counts, create, defineCrm, getJson, idFrom, ROOT, type Service } from "./model.js";
 
 const MISSING = "00000000-0000-0000-0000-0000000000ff";
 
@@ -24,11 +24,7 @@ describe.each(STORE_KINDS)("relationship writes (%s)", (kind: StoreKind) => {
     await service?.dispose();
   });
 
-  async function get(url: string, headers: Record<string, string> = {}): Promise<any> {
-    const r = await service.request("GET", url, { headers });
-    expect(r.status, `GET ${url}: ${r.body}`).toBe(200);
-    return json(r);
-  }
+  const get = (url: string, headers?: Record<string, string>) => getJson(service, url, headers);
   const account = (name = unique("acct")) => create(service, "new_accounts", { new_name: name, new_code: unique("A") });
   const contact = (extra: Record<string, unknown> = {}) => create(service, "new_contacts", { new_name: unique("contact"), ...extra });
   const tag = () => create(service, "new_tags", { new_name: unique("tag") });
