@@ -495,25 +495,28 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
       }
     });
 
-    it("a page still reads when a source table holds a value JSON cannot carry (a BLOB in a text column)", async () => {
+    it("a page still reads when a source table holds a value JSON cannot carry (a BLOB in a text, integer or Boolean column)", async () => {
       if (kind !== "sqlite") return;
       const entity = service.model.entity("new_item")!;
-      const column = entity.attributes.get("new_note")!.column;
       const db = (service.store.executor as unknown as { db: { prepare(sql: string): { run(...args: unknown[]): unknown } } }).db;
-      try {
-        // Not JSON at all, and (x'01', x'1331') valid JSONB that json_array would read as true or 1.
-        for (const blob of [[0, 255], [0x01], [0x13, 0x31]]) {
-          db.prepare(`UPDATE "${entity.table}" SET "${column}" = ? WHERE "${entity.primaryId.column}" = ?`).run(Buffer.from(blob), ids.item);
-          const r = await req("GET", `new_items?$select=new_name,new_note&$filter=new_name eq 'alpha'`);
-          expect(r.status, r.body).toBe(200);
-          const [row] = json(r).value;
-          expect(row.new_name).toBe("alpha");
-          // The page reads the value as a read by key does, not as a JSON true or 1.
-          expect(row.new_note, String(blob)).toEqual(json(await req("GET", `new_items(${ids.item})?$select=new_note`)).new_note);
-          expect(typeof row.new_note, String(blob)).toBe("object");
+      for (const name of ["new_note", "new_qty", "new_active"]) {
+        const column = entity.attributes.get(name)!.column;
+        try {
+          // Not JSON at all, and (x'01', x'1331') valid JSONB that json_array would read as true or 1.
+          for (const blob of [[0, 255], [0x01], [0x13, 0x31]]) {
+            db.prepare(`UPDATE "${entity.table}" SET "${column}" = ? WHERE "${entity.primaryId.column}" = ?`).run(Buffer.from(blob), ids.item);
+            const r = await req("GET", `new_items?$select=new_name,${name}&$filter=new_name eq 'alpha'`);
+            expect(r.status, r.body).toBe(200);
+            const [row] = json(r).value;
+            expect(row.new_name).toBe("alpha");
+            // The page reads the value as a read by key does, not as a JSON true or 1.
+            expect(row[name], `${name} ${blob}`).toEqual(json(await req("GET", `new_items(${ids.item})?$select=${name}`))[name]);
+            expect(row[name], `${name} ${blob}`).not.toBe(true);
+            expect(row[name], `${name} ${blob}`).not.toBe(1);
+          }
+        } finally {
+          db.prepare(`UPDATE "${entity.table}" SET "${column}" = NULL WHERE "${entity.primaryId.column}" = ?`).run(ids.item);
         }
-      } finally {
-        db.prepare(`UPDATE "${entity.table}" SET "${column}" = NULL WHERE "${entity.primaryId.column}" = ?`).run(ids.item);
       }
     });
 
