@@ -133,7 +133,7 @@ async function main() {
       console.log(`${c.name.padEnd(32)} ${r.a.toFixed(0).padStart(12)} ${r.b.toFixed(0).padStart(12)} ${(r.a / r.b).toFixed(2).padStart(7)}`);
     }
     const e = await compare({ urls: [expanded] }, { urls: [page] });
-    console.log(`${"5000 candidates, $expand worker".padEnd(32)} ${e.a.toFixed(1).padStart(12)} ${e.b.toFixed(1).padStart(12)} ${(e.a / e.b).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
+    console.log(`${"5000 candidates, $expand worker".padEnd(32)} ${e.a.toFixed(1).padStart(12)} ${e.b.toFixed(1).padStart(12)} ${(e.a / e.b).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50; the expansion itself: ${(e.b / e.a - 1).toFixed(2)}× the plain page)`);
     // The same two requests without a socket: what the OData layer and the store cost, alternated request by
     // request so a slow spell of the machine weighs on both.
     const inProcess = await alternateInProcess(service, [page, expanded].map((u) => u.slice(odataBase.length + 1)));
@@ -333,7 +333,7 @@ async function expandOnPostgres(): Promise<void> {
     const page = `${base}/mshr_hcmlinkedinexportedcandidateentities?$select=mshr_firstname,mshr_lastname,mshr_email&$top=5000`;
     const expanded = `${page}&$expand=mshr_fk_worker_id($select=mshr_personnelnumber,mshr_firstname,mshr_lastname)`;
     const e = await compare({ urls: [expanded] }, { urls: [page] });
-    console.log(`${"PostgreSQL: $expand worker".padEnd(32)} ${e.a.toFixed(1).padStart(12)} ${e.b.toFixed(1).padStart(12)} ${(e.a / e.b).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50)`);
+    console.log(`${"PostgreSQL: $expand worker".padEnd(32)} ${e.a.toFixed(1).padStart(12)} ${e.b.toFixed(1).padStart(12)} ${(e.a / e.b).toFixed(2).padStart(7)}   (expanded against the plain page; target ≥ 0.50; the expansion itself: ${(e.b / e.a - 1).toFixed(2)}× the plain page)`);
     await listening.close();
   } finally {
     await service.close();
