@@ -69,7 +69,7 @@ export function createNodeHandler(processor: ODataProcessor, extraRoutes?: (req:
         // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3): nothing to wait for.
         const hasBody = req.headers["content-length"] !== undefined ? req.headers["content-length"] !== "0" : req.headers["transfer-encoding"] !== undefined;
         const body = bodyAlreadyRead ? (req.body as ODataRequest["body"]) : hasBody ? await readBody(req, processor.maxBodyBytes) : undefined;
-        const request: ODataRequest = { method: req.method ?? "GET", url, headers: req.headers, body: Buffer.isBuffer(body) && body.length === 0 ? undefined : body };
+        const request: ODataRequest = { method: req.method ?? "GET", url, headers: req.headers, body: Buffer.isBuffer(body) && body.length === 0 ? undefined : body, remoteAddress: req.socket?.remoteAddress };
         const extra = extraRoutes ? await extraRoutes(request) : undefined;
         if (extra) response = extra;
         else if (!inRoot && next) {

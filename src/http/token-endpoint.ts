@@ -29,14 +29,18 @@ export function tokenRoute(security: SecurityService) {
       const decoded = Buffer.from(auth.slice(6).trim(), "base64").toString("utf8");
       const i = decoded.indexOf(":");
       if (i > 0) {
-        clientId = decodeURIComponent(decoded.slice(0, i));
-        clientSecret = decodeURIComponent(decoded.slice(i + 1));
+        try {
+          clientId = decodeURIComponent(decoded.slice(0, i));
+          clientSecret = decodeURIComponent(decoded.slice(i + 1));
+        } catch {
+          return reply(400, { error: "invalid_request", error_description: "The Basic credentials are not valid percent-encoding (RFC 6749, 2.3.1)" });
+        }
       }
     }
     const grant = form.get("grant_type");
     if (grant !== "client_credentials") return reply(400, { error: "unsupported_grant_type", error_description: "Only grant_type=client_credentials is supported" });
     if (!clientId || !clientSecret) return reply(400, { error: "invalid_request", error_description: "client_id and client_secret are required" });
-    const result = await security.issueToken(clientId, clientSecret);
+    const result = await security.issueToken(clientId, clientSecret, req.remoteAddress);
     return reply(result.status, result.body, result.headers);
   };
 }

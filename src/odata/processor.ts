@@ -30,6 +30,8 @@ export interface ODataRequest {
   url: string;
   headers: Record<string, string | string[] | undefined>;
   body?: Buffer | string | Record<string, unknown>;
+  /** The caller's network address, when the request came over a socket (throttling of the token endpoint). */
+  remoteAddress?: string;
 }
 
 export interface ODataResponse {

@@ -28,8 +28,10 @@ export const SECURITY_ENTITIES: EntityDefinition[] = [
     OwnershipType: "OrganizationOwned",
     Attributes: [
       { LogicalName: "fullname", AttributeType: "String", MaxLength: 200, RequiredLevel: "ApplicationRequired", DisplayName: "Full Name" },
-      { LogicalName: "applicationid", AttributeType: "Uniqueidentifier", DisplayName: "Application ID", IsUnique: true },
-      { LogicalName: "azureactivedirectoryobjectid", AttributeType: "Uniqueidentifier", DisplayName: "Microsoft Entra Object ID", IsUnique: true },
+      // The identity a token resolves to: set when the user is created, never moved afterwards, or Write on
+      // users would let a caller take over another user's (an administrator's) identity and roles.
+      { LogicalName: "applicationid", AttributeType: "Uniqueidentifier", DisplayName: "Application ID", IsUnique: true, IsValidForUpdate: false },
+      { LogicalName: "azureactivedirectoryobjectid", AttributeType: "Uniqueidentifier", DisplayName: "Microsoft Entra Object ID", IsUnique: true, IsValidForUpdate: false },
       { LogicalName: "domainname", AttributeType: "String", MaxLength: 320, DisplayName: "User Name", IsIndexed: true },
       { LogicalName: "internalemailaddress", AttributeType: "String", MaxLength: 320, Format: "Email", DisplayName: "Primary Email" },
       { LogicalName: "isdisabled", AttributeType: "Boolean", DefaultValue: false, DisplayName: "Disabled" },

@@ -3,6 +3,7 @@ import { promisify } from "node:util";
 import { createRemoteJWKSet, importJWK, jwtVerify, SignJWT, decodeJwt, type JWK, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import type { EntityModel, Model, NavigationModel } from "../metadata/model.js";
 import type { MetadataService } from "../metadata/metadata-service.js";
+import type { EntityDefinition } from "../metadata/types.js";
 import { ErrorCodes, ODataError, badRequest, forbidden, notFound, notImplemented } from "../odata/errors.js";
 import type { EntityHooks, OperationDefinition } from "../odata/operations.js";
 import type { WriteContext } from "../providers/data-provider.js";
@@ -34,6 +35,12 @@ const scrypt = promisify(scryptCallback) as (password: string, salt: Buffer, key
 
 export const IMPERSONATE_PRIVILEGE = "prvActOnBehalfOfAnotherUser";
 export const INTERNAL_ISSUER = "urn:virtual-entity-provider";
+/** Failure records kept for the token endpoint's throttle before the evictable ones are dropped. */
+const MAX_FAILURE_RECORDS = 10_000;
+/** One network address may fail this many times the per-client limit, across all client ids, per window. */
+const SOURCE_FAILURE_FACTOR = 10;
+/** Secrets are 16 to this many characters; longer ones are refused without hashing. */
+export const MAX_SECRET_LENGTH = 512;
 export const INTERNAL_AUDIENCE = "urn:virtual-entity-provider:api";
 
 export interface TokenAuthOptions {
@@ -66,6 +73,24 @@ export function entityPrivileges(logicalName: string): string[] {
 
 const ALL_METADATA_PRIVILEGES = [...Object.values(METADATA_PRIVILEGES), IMPERSONATE_PRIVILEGE];
 
+/**
+ * Stored security entities whose built-in attributes have since been made read-only (a store created by an
+ * earlier version), with those attributes made read-only; everything else of the stored definition is kept.
+ */
+function hardenedSecurityEntities(model: Model): EntityDefinition[] {
+  const changed: EntityDefinition[] = [];
+  for (const builtIn of SECURITY_ENTITIES) {
+    const stored = model.entities.get(builtIn.LogicalName)?.def;
+    if (!stored) continue;
+    const readOnly = builtIn.Attributes.filter((a) => a.IsValidForUpdate === false).map((a) => a.LogicalName);
+    if (stored.Attributes.every((a) => !readOnly.includes(a.LogicalName) || a.IsValidForUpdate === false)) continue;
+    const def = structuredClone(stored);
+    for (const a of def.Attributes) if (readOnly.includes(a.LogicalName)) a.IsValidForUpdate = false;
+    changed.push(def);
+  }
+  return changed;
+}
+
 export function applicationIdOf(clientId: string): string {
   return isGuid(clientId) ? clientId.toLowerCase() : stableId("client", clientId);
 }
@@ -85,6 +110,7 @@ export class SecurityService implements SecurityPolicy {
   private signingKey?: { kid: string; key: Uint8Array };
   private readonly external: { issuer: string; audience: string | string[]; keys: JWTVerifyGetKey }[] = [];
   private readonly failures = new Map<string, number[]>();
+  private unknownClientHash?: Promise<string>;
   readonly tokenLifetime: number;
 
   private constructor(
@@ -105,7 +131,8 @@ export class SecurityService implements SecurityPolicy {
     await store.syncTables([ROLE_PRIVILEGE_TABLE, OAUTH_CLIENT_TABLE, SIGNING_KEY_TABLE]);
     const missing = SECURITY_ENTITIES.filter((e) => !metadata.model.entities.has(e.LogicalName));
     const missingRelationships = SECURITY_RELATIONSHIPS.filter((r) => !metadata.model.relationships.has(r.SchemaName));
-    if (missing.length || missingRelationships.length) await metadata.apply({ entities: missing, relationships: [...missingRelationships] });
+    const hardened = hardenedSecurityEntities(metadata.model);
+    if (missing.length || missingRelationships.length || hardened.length) await metadata.apply({ entities: [...missing, ...hardened], relationships: [...missingRelationships] });
     await service.ensureBuiltIns();
     await service.syncPrivileges(metadata.model);
     metadata.onChange((model) => {
@@ -320,15 +347,22 @@ export class SecurityService implements SecurityPolicy {
     const m = /^Bearer\s+([A-Za-z0-9_\-.]+)$/i.exec(value.trim());
     if (!m) throw this.unauthorized("The Authorization header must be 'Bearer <token>'", "invalid_request");
     const claims = await this.verify(m[1]!);
+    const internal = claims.iss === INTERNAL_ISSUER;
     const appId = (claims.appid ?? claims.azp) as string | undefined;
+    // Entra names the client app (appid/azp) in every token; a delegated token (scp, or idtyp "user") acts
+    // for the signed-in user (oid), as Dataverse authenticates it, never as the app it came through.
+    const delegated = !internal && (claims.scp !== undefined || claims.idtyp === "user");
     let user;
-    if (appId) {
+    if (!delegated && typeof appId === "string" && appId) {
+      // Outside issuers name applications by their GUID application id; a free-form client id could
+      // otherwise stand for one of this service's own clients (vep-admin).
+      if (!internal && !isGuid(appId)) throw this.unauthorized(`An application token from '${claims.iss}' must name the application by its GUID application id (appid/azp), not '${appId}'`);
       user = await this.findUser("applicationid", applicationIdOf(appId));
       if (!user) throw forbidden(`The application with client id ${appId} is not an application user of this environment`);
     } else if (typeof claims.oid === "string" && isGuid(claims.oid)) {
       user = await this.findUser("azureactivedirectoryobjectid", claims.oid);
       if (!user) throw forbidden(`The user with object id ${claims.oid} is not a user of this environment`);
-    } else throw this.unauthorized("The token names neither an application (appid/azp) nor a user (oid)");
+    } else throw this.unauthorized(delegated ? "A delegated token (scp) must name its user by object id (oid)" : "The token names neither an application (appid/azp) nor a user (oid)");
     if (user.isdisabled === true || user.isdisabled === 1) throw forbidden(`The user ${user.systemuserid} (${user.fullname}) is disabled`);
     const caller: Caller = { userId: String(user.systemuserid).toLowerCase(), fullName: user.fullname, applicationId: user.applicationid ? String(user.applicationid).toLowerCase() : undefined };
     return this.impersonate(caller, request);
@@ -401,7 +435,7 @@ export class SecurityService implements SecurityPolicy {
   async addClient(clientId: string, options: { name?: string; secret?: string; roles?: string[] } = {}): Promise<{ clientId: string; secret: string; userId: string }> {
     if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(clientId)) throw badRequest("A client id is 1 to 100 letters, digits or ._:-");
     const secret = options.secret ?? randomBytes(32).toString("base64url");
-    if (secret.length < 16) throw badRequest("A client secret must be at least 16 characters long");
+    if (secret.length < 16 || secret.length > MAX_SECRET_LENGTH) throw badRequest(`A client secret must be 16 to ${MAX_SECRET_LENGTH} characters long`);
     const hash = await this.hash(secret);
     const t = this.q(OAUTH_CLIENT_TABLE.name);
     const updated = await this.store.executor.execute(`UPDATE ${t} SET ${this.q("secrethash")} = ${this.p(1)}, ${this.q("name")} = ${this.p(2)} WHERE ${this.q("clientid")} = ${this.p(3)}`, [hash, options.name ?? clientId, clientId]);
@@ -448,42 +482,56 @@ export class SecurityService implements SecurityPolicy {
     return rows[0] ? String(rows[0].id).toLowerCase() : undefined;
   }
 
-  /** Throttles a client after repeated failures; the window slides. */
-  private throttled(clientId: string): number {
+  /** Seconds to wait before `key` may try again (0: now); its failures in the sliding window are kept. */
+  private throttled(key: string, max: number): number {
     const now = Date.now();
-    if (this.failures.size > 10_000) this.evictFailures(now);
+    if (this.failures.size > MAX_FAILURE_RECORDS) this.evictFailures(now);
     const windowMs = (this.options.throttleWindowSeconds ?? 60) * 1000;
-    const recent = (this.failures.get(clientId) ?? []).filter((t) => now - t < windowMs);
-    this.failures.set(clientId, recent);
-    if (recent.length >= (this.options.maxFailures ?? 5)) return Math.ceil((recent[0]! + windowMs - now) / 1000);
+    const recent = (this.failures.get(key) ?? []).filter((t) => now - t < windowMs);
+    this.failures.set(key, recent);
+    if (recent.length >= max) return Math.ceil((recent[0]! + windowMs - now) / 1000);
     return 0;
   }
 
-  /** Bounded memory under a spray of client ids: expired records go first, then the oldest. */
+  /**
+   * Bounded memory under a spray of client ids: expired records go first, then the oldest of those that
+   * hold fewer failures than a lock takes. A locked record is never dropped before its window ends, or a
+   * spray of other ids would reopen it to guessing.
+   */
   private evictFailures(now: number): void {
     const windowMs = (this.options.throttleWindowSeconds ?? 60) * 1000;
+    const lock = this.options.maxFailures ?? 5;
     for (const [id, times] of this.failures) if (!times.length || now - times[times.length - 1]! >= windowMs) this.failures.delete(id);
-    for (const id of this.failures.keys()) {
-      if (this.failures.size <= 10_000) break;
-      this.failures.delete(id);
+    for (const [id, times] of this.failures) {
+      if (this.failures.size <= MAX_FAILURE_RECORDS) break;
+      if (times.length < lock) this.failures.delete(id);
     }
   }
 
-  /** OAuth 2.0 client-credentials grant. Returns the token response or an RFC 6749 error. */
-  async issueToken(clientId: string, clientSecret: string): Promise<{ status: number; body: Record<string, unknown>; headers?: Record<string, string> }> {
-    const wait = this.throttled(clientId);
+  /**
+   * OAuth 2.0 client-credentials grant. Returns the token response or an RFC 6749 error. `source` (the
+   * caller's network address) keys the lock, so failures from one address do not lock a client out for
+   * every other, and limits the failures one address may make across all client ids.
+   */
+  async issueToken(clientId: string, clientSecret: string, source?: string): Promise<{ status: number; body: Record<string, unknown>; headers?: Record<string, string> }> {
+    const lock = this.options.maxFailures ?? 5;
+    const clientKey = source === undefined ? clientId : `${clientId}\u0000${source}`;
+    const sourceKey = source === undefined ? undefined : `\u0000${source}`;
+    const wait = Math.max(this.throttled(clientKey, lock), sourceKey === undefined ? 0 : this.throttled(sourceKey, lock * SOURCE_FAILURE_FACTOR));
     if (wait > 0) return { status: 429, body: { error: "invalid_client", error_description: `Too many failed attempts for this client; retry in ${wait} s` }, headers: { "Retry-After": String(wait) } };
     // Counted as a failure until it succeeds, so simultaneous guesses cannot all slip past the limit.
     const attempt = Date.now();
-    this.failures.get(clientId)!.push(attempt);
+    this.failures.get(clientKey)!.push(attempt);
+    if (sourceKey !== undefined) this.failures.get(sourceKey)!.push(attempt);
+    const failed = { status: 401, body: { error: "invalid_client", error_description: "Client authentication failed" }, headers: { "WWW-Authenticate": 'Basic realm="virtual-entity-provider"' } };
+    // Longer than any id or secret this service issues: refused before any hashing, whoever the client is.
+    if (clientId.length > 100 || clientSecret.length > MAX_SECRET_LENGTH) return failed;
     const rows = await this.store.executor.query<{ secrethash: string }>(`SELECT ${this.q("secrethash")} FROM ${this.q(OAUTH_CLIENT_TABLE.name)} WHERE ${this.q("clientid")} = ${this.p(1)}`, [clientId]);
-    // Hash even for an unknown client so timing does not tell which client ids exist.
-    const stored = rows[0]?.secrethash ?? (await this.hash("not-a-client"));
+    // One hash either way (against a fixed hash for an unknown client), so timing does not tell which ids exist.
+    const stored = rows[0]?.secrethash ?? (await (this.unknownClientHash ??= this.hash("not-a-client")));
     const ok = (await this.matches(clientSecret, stored)) && rows.length > 0;
-    if (!ok) {
-      return { status: 401, body: { error: "invalid_client", error_description: "Client authentication failed" }, headers: { "WWW-Authenticate": 'Basic realm="virtual-entity-provider"' } };
-    }
-    this.failures.delete(clientId);
+    if (!ok) return failed;
+    this.failures.delete(clientKey);
     const token = await new SignJWT({ appid: clientId, azp: clientId })
       .setProtectedHeader({ alg: "HS256", kid: this.signingKey!.kid, typ: "JWT" })
       .setIssuer(INTERNAL_ISSUER)

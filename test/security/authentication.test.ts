@@ -1,4 +1,8 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createService } from "../../src/index.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { base64url, decodeJwt, generateKeyPair, SignJWT, UnsecuredJWT } from "jose";
 import { json } from "../helpers/stores.js";
@@ -240,6 +244,54 @@ describe("authentication (sqlite)", () => {
       expect((await requestToken(s.service, "bystander-client", bystander.secret)).status).toBe(200);
     });
 
+    it("locks a client per network address: guesses from one address do not lock it out for another; one address may not spray many ids", async () => {
+      const security = s.service.security!;
+      const victim = await security.addClient(`by-source-${randomUUID().slice(0, 8)}`);
+      for (let i = 0; i < 5; i++) expect((await security.issueToken(victim.clientId, `guess-number-${i}-of-many`, "198.51.100.7")).status).toBe(401);
+      expect((await security.issueToken(victim.clientId, victim.secret, "198.51.100.7")).status).toBe(429);
+      expect((await security.issueToken(victim.clientId, victim.secret, "203.0.113.9")).status).toBe(200);
+      // 50 failures from one address across 50 made-up ids, then every id is refused from there, not elsewhere.
+      for (let i = 0; i < 50; i++) expect((await security.issueToken(`spray-${i}-${randomUUID().slice(0, 8)}`, "x".repeat(600), "192.0.2.1")).status, `attempt ${i}`).toBe(401);
+      expect((await security.issueToken(victim.clientId, victim.secret, "192.0.2.1")).status).toBe(429);
+      expect((await security.issueToken(victim.clientId, victim.secret, "192.0.2.2")).status).toBe(200);
+    });
+
+    it("keeps a locked client locked when a spray of other ids fills the throttle's memory", async () => {
+      const security = s.service.security!;
+      const target = `locked-${randomUUID().slice(0, 8)}`;
+      for (let i = 0; i < 5; i++) expect((await security.issueToken(target, `guess-number-${i}-of-many`)).status).toBe(401);
+      // Over-long secrets are refused before any hashing, so 10,001 ids take little time.
+      for (let i = 0; i <= 10_000; i++) await security.issueToken(`filler-${i}`, "x".repeat(600));
+      expect((await security.issueToken(target, "guess-number-6-of-many")).status).toBe(429);
+    });
+
+    it("hashes once per attempt whether or not the client exists, and never hashes an over-long secret", async () => {
+      const security = s.service.security! as unknown as { hash(secret: string): Promise<string>; matches(secret: string, stored: string): Promise<boolean> };
+      const known = await s.service.security!.addClient(`hash-count-${randomUUID().slice(0, 8)}`);
+      await s.service.security!.issueToken(`warm-${randomUUID()}`, "a-wrong-secret-of-length"); // the fixed hash for unknown ids
+      const calls = { hash: 0, matches: 0 };
+      const [hash, matches] = [security.hash, security.matches];
+      security.hash = function (this: unknown, secret: string) { calls.hash++; return hash.call(this, secret); };
+      security.matches = function (this: unknown, secret: string, stored: string) { calls.matches++; return matches.call(this, secret, stored); };
+      try {
+        await s.service.security!.issueToken(known.clientId, "a-wrong-secret-of-length");
+        await s.service.security!.issueToken(`unknown-${randomUUID()}`, "a-wrong-secret-of-length");
+        expect(calls).toEqual({ hash: 0, matches: 2 });
+        expect((await s.service.security!.issueToken(known.clientId, "y".repeat(100_000))).status).toBe(401);
+        expect(calls).toEqual({ hash: 0, matches: 2 });
+      } finally {
+        delete (security as Partial<typeof security>).hash;
+        delete (security as Partial<typeof security>).matches;
+      }
+    });
+
+    it("answers Basic credentials that are not valid percent-encoding with 400 invalid_request", async () => {
+      const basic = Buffer.from("some-client:%E0%A4%A").toString("base64");
+      const r = await s.service.request("POST", TOKEN_URL, { headers: { ...FORM, Authorization: `Basic ${basic}` }, body: "grant_type=client_credentials" });
+      expect(r.status, r.body).toBe(400);
+      expect(json(r).error).toBe("invalid_request");
+    });
+
     it("throttles unknown client ids the same way (no hint which ids exist)", async () => {
       const id = `ghost-${randomUUID().slice(0, 8)}`;
       for (let i = 0; i < 5; i++) expect((await requestToken(s.service, id, `guess-number-${i}-of-many`)).status).toBe(401);
@@ -317,6 +369,61 @@ describe("authentication (sqlite)", () => {
       expect((await s.service.request("GET", "$metadata", { headers: bearer(fresh) })).status).toBe(403);
       expect((await admin.call("PATCH", `systemusers(${app.userId})`, { body: { isdisabled: false } })).status).toBe(204);
       expect((await app.call("GET", "WhoAmI()")).status).toBe(200);
+    });
+
+    it("a user's identity (applicationid, azureactivedirectoryobjectid) cannot be moved, so Write on users cannot take over an administrator", async () => {
+      const roleId = await s.createRole(`User manager ${Date.now()}`, ["prvReadsystemuser", "prvWritesystemuser"]);
+      const manager = await newClient(s.service, { name: "User manager" });
+      await s.assignRole(manager.userId, roleId);
+      const own = json(await admin.call("GET", `systemusers(${manager.userId})?$select=applicationid`)).applicationid as string;
+      for (const body of [{ applicationid: null }, { applicationid: randomUUID() }, { azureactivedirectoryobjectid: randomUUID() }]) {
+        const r = await manager.call("PATCH", `systemusers(${admin.userId})`, { body });
+        expect(r.status, `${JSON.stringify(body)}: ${r.body}`).toBe(400);
+        expect(json(r).error.message).toContain(Object.keys(body)[0]);
+      }
+      // The two-step move in one change set: the first step is refused, so nothing of it stays.
+      const batch = await manager.call("POST", "$batch", {
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          requests: [
+            { id: "1", atomicityGroup: "g", method: "PATCH", url: `systemusers(${manager.userId})`, headers: { "Content-Type": "application/json" }, body: { applicationid: null } },
+            { id: "2", atomicityGroup: "g", method: "PATCH", url: `systemusers(${admin.userId})`, headers: { "Content-Type": "application/json" }, body: { applicationid: own } },
+          ],
+        }),
+      });
+      expect(JSON.stringify(json(batch)), batch.body).toMatch(/"status":400/);
+      expect(json(await manager.call("GET", "WhoAmI()")).UserId).toBe(manager.userId);
+      expect(json(await admin.call("GET", `systemusers(${manager.userId})?$select=applicationid`)).applicationid).toBe(own);
+      expect(json(await admin.call("GET", "WhoAmI()")).UserId).toBe(admin.userId);
+      // Creating a user with an identity still works.
+      const objectId = randomUUID();
+      const made = await admin.call("POST", "systemusers", { body: { fullname: "Entra user", azureactivedirectoryobjectid: objectId } });
+      expect(made.status, made.body).toBe(204);
+    });
+
+    it("a store made before identities were read-only has them made read-only when it is opened", async () => {
+      const user = s.service.model.entity("systemuser")!;
+      expect(user.attributes.get("applicationid")!.def.IsValidForUpdate).toBe(false);
+      // Store the old definition (identity columns updatable), then open the store again.
+      const old = structuredClone(user.def);
+      for (const a of old.Attributes) if (a.LogicalName === "applicationid" || a.LogicalName === "azureactivedirectoryobjectid") delete a.IsValidForUpdate;
+      const dir = mkdtempSync(join(tmpdir(), "vep-harden-"));
+      try {
+        const file = join(dir, "old.sqlite");
+        const first = await createService({ database: file });
+        await first.metadata.defineEntity(old);
+        expect(first.model.entity("systemuser")!.attributes.get("applicationid")!.def.IsValidForUpdate).not.toBe(false);
+        await first.close();
+        const again = await createService({ database: file });
+        try {
+          for (const name of ["applicationid", "azureactivedirectoryobjectid"]) expect(again.model.entity("systemuser")!.attributes.get(name)!.def.IsValidForUpdate, name).toBe(false);
+          expect(again.model.entity("systemuser")!.attributes.get("fullname")!.def.IsValidForUpdate).not.toBe(false);
+        } finally {
+          await again.close();
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it("refuses a token whose application user was deleted (403)", async () => {

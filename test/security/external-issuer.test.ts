@@ -80,6 +80,29 @@ describe("tokens from a trusted outside issuer", () => {
     expect(json(await whoAmI(await sign({ azp: appId }))).UserId).toBe(appUserId);
   });
 
+  it("authenticates a delegated token (scp) as its signed-in user, not as the application it came through", async () => {
+    // Entra puts the client app in appid/azp of every token; the user of a delegated token is oid.
+    const delegated = await whoAmI(await sign({ appid: appId, azp: appId, oid: objectId, scp: "user_impersonation" }));
+    expect(delegated.status, delegated.body).toBe(200);
+    expect(json(delegated).UserId).toBe(userId);
+    expect(json(await whoAmI(await sign({ azp: appId, oid: objectId, idtyp: "user" }))).UserId).toBe(userId);
+    // A delegated token for a user who is not in the environment is refused, whatever app it names.
+    const stranger = await whoAmI(await sign({ appid: appId, oid: randomUUID(), scp: "user_impersonation" }));
+    expect(stranger.status).toBe(403);
+    expect(json(stranger).error.message).toMatch(/not a user of this environment/);
+    const noUser = await whoAmI(await sign({ appid: appId, scp: "user_impersonation" }));
+    expect(noUser.status).toBe(401);
+  });
+
+  it("refuses an outside application token that names the application by anything but a GUID (it could stand for a client of this service)", async () => {
+    await service.security!.addClient("internal-admin", { roles: [SYSTEM_ADMINISTRATOR_ROLE_ID] });
+    for (const claims of [{ azp: "internal-admin" }, { appid: "internal-admin" }]) {
+      const r = await whoAmI(await sign(claims));
+      expect(r.status, JSON.stringify(claims)).toBe(401);
+      expect(json(r).error.message).toMatch(/GUID application id/);
+    }
+  });
+
   it("verifies with keys fetched from a JWKS URL", async () => {
     const r = await whoAmI(await sign({ appid: appId }, { issuer: JWKS_ISSUER }));
     expect(r.status).toBe(200);
