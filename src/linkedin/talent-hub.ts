@@ -6,7 +6,7 @@ import { logicalNameOf, lookupNameOf, OPTION_VALUE_BASE } from "../catalog/gener
 import type { VirtualEntityService } from "../service.js";
 import { badRequest, ErrorCodes, notFound, ODataError, validationError } from "../odata/errors.js";
 import { describeViolation, payloadValidator } from "../metadata/payload-schema.js";
-import { privilegeName, type Caller } from "../security/access.js";
+import { privilegeName, writeContextOf, type Caller } from "../security/access.js";
 import type { OperationDefinition } from "../odata/operations.js";
 
 export const CANDIDATE_SOURCE = candidateSource as SourceDefinition;
@@ -28,7 +28,8 @@ export function hireAction(service: VirtualEntityService): OperationDefinition {
     boundTo: CANDIDATE_ENTITY,
     parameters: [{ name: "PositionId", type: { kind: "primitive", type: "Edm.String", nullable: true }, optional: true }],
     returns: { kind: "entity", entity: WORKER_ENTITY },
-    requiredPrivileges: () => [privilegeName("Write", CANDIDATE_ENTITY), privilegeName("Create", WORKER_ENTITY), privilegeName("Append", CANDIDATE_ENTITY), privilegeName("AppendTo", WORKER_ENTITY)],
+    // Read on workers too: the answer is the worker record.
+    requiredPrivileges: () => [privilegeName("Write", CANDIDATE_ENTITY), privilegeName("Create", WORKER_ENTITY), privilegeName("Read", WORKER_ENTITY), privilegeName("Append", CANDIDATE_ENTITY), privilegeName("AppendTo", WORKER_ENTITY)],
     handler: async ({ binding, parameters, caller }) => {
       const model = service.model;
       const candidate = model.entity(CANDIDATE_ENTITY)!;
@@ -47,7 +48,7 @@ export function hireAction(service: VirtualEntityService): OperationDefinition {
       const validate = payloadValidator(worker, "create");
       if (!validate(values)) throw validationError(`The candidate cannot be hired: ${describeViolation(worker, "create", validate.errors ?? []).message}`);
       const provider = service.providers.for(candidate);
-      const context = service.security ? await service.security.writeContext(caller as Caller, candidate) : { userId: (caller as Caller).userId };
+      const context = await writeContextOf(service.security, caller as Caller, candidate);
       return provider.transaction(async (tx) => {
         const current = await tx.retrieve(candidate, binding!.id, [...candidate.attributes.values()]);
         if (!current) throw notFound(`${CANDIDATE_ENTITY} With Id = ${binding!.id} Does Not Exist`);

@@ -4,7 +4,7 @@ import type { MetadataService } from "../metadata/metadata-service.js";
 import { describeViolation, payloadValidator, type WriteMode } from "../metadata/payload-schema.js";
 import { unsupportedConstruct, type DataProvider, type Row, type WriteContext } from "../providers/data-provider.js";
 import type { ProviderRegistry } from "../providers/provider-registry.js";
-import { METADATA_PRIVILEGES, privilegeName, type Caller, type Right, type SecurityPolicy } from "../security/access.js";
+import { METADATA_PRIVILEGES, privilegeName, writeContextOf, type Caller, type Right, type SecurityPolicy } from "../security/access.js";
 import { bindSelect, clip, ExpressionBinder, selectedComplexProperties } from "./binder.js";
 import { JOINED_PREFIX, type BoundExpression, type BoundQuery } from "./bound.js";
 import { inputErrorOf } from "../store/executor.js";
@@ -88,6 +88,8 @@ interface RequestContext {
   serializers?: Map<EntityModel, EntitySerializer>;
   /** A write's `$select`/`$expand`, bound once (checked before writing, used again to answer). */
   representation?: { entity: EntityModel } & RepresentationQuery;
+  /** Entities the caller may read or not, as found out while answering (formatted lookup names). */
+  readable?: Map<EntityModel, boolean>;
 }
 
 interface RepresentationQuery {
@@ -274,6 +276,21 @@ export class ODataProcessor {
 
   private async require(ctx: RequestContext, privileges: string[]): Promise<void> {
     await this.security.require(ctx.caller, [...new Set(privileges)], ctx.model);
+  }
+
+  /** Whether the caller holds Read on the entity (answered once per request and entity). */
+  private async mayRead(ctx: RequestContext, entity: EntityModel): Promise<boolean> {
+    const known = (ctx.readable ??= new Map()).get(entity);
+    if (known !== undefined) return known;
+    let allowed = true;
+    try {
+      await this.require(ctx, [this.priv("Read", entity)]);
+    } catch (e) {
+      if (!(e instanceof ODataError) || e.status !== 403) throw e;
+      allowed = false;
+    }
+    ctx.readable.set(entity, allowed);
+    return allowed;
   }
 
   private priv(right: Right, entity: EntityModel): string {
@@ -823,7 +840,7 @@ export class ODataProcessor {
     const more = result.next !== undefined && returned + result.rows.length < remaining + returned;
     await this.expandRows(ctx, entity, result.rows, expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
-    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, query.select, result.rows, expand) : undefined;
+    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(ctx, entity, query.select, result.rows, expand) : undefined;
     const head: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}` };
     if (count !== undefined) head["@odata.count"] = count;
     const tail: Record<string, unknown> = {};
@@ -858,8 +875,8 @@ export class ODataProcessor {
   }
 
   /** Primary names for the lookups of a page and of every expanded level below it. */
-  private async allLookupNames(entity: EntityModel, select: readonly AttributeModel[], rows: Row[], expand: readonly ExpandItem[], names = new Map<string, string>()): Promise<Map<string, string>> {
-    await this.lookupNames(entity, select, rows, names);
+  private async allLookupNames(ctx: RequestContext, entity: EntityModel, select: readonly AttributeModel[], rows: Row[], expand: readonly ExpandItem[], names = new Map<string, string>()): Promise<Map<string, string>> {
+    await this.lookupNames(ctx, select, rows, names);
     for (const item of expand) {
       const expanded = rows.flatMap((r) => {
         if (item.navigation.kind === "single") {
@@ -868,17 +885,21 @@ export class ODataProcessor {
         }
         return (r[COLLECTION_PREFIX + item.navigation.name] as Expansion | undefined)?.rows ?? [];
       });
-      if (expanded.length) await this.allLookupNames(item.navigation.target, item.select, expanded, item.expand, names);
+      if (expanded.length) await this.allLookupNames(ctx, item.navigation.target, item.select, expanded, item.expand, names);
     }
     return names;
   }
 
-  /** Primary names of the rows the page's lookups point at, for their formatted values. One query per lookup. */
-  private async lookupNames(entity: EntityModel, select: readonly AttributeModel[], rows: Row[], names = new Map<string, string>()): Promise<Map<string, string>> {
+  /**
+   * Primary names of the rows the page's lookups point at, for their formatted values. One query per lookup,
+   * and only into entities the caller may read: for the others the annotation is left out, as names of rows
+   * the caller cannot read are not the caller's to see.
+   */
+  private async lookupNames(ctx: RequestContext, select: readonly AttributeModel[], rows: Row[], names = new Map<string, string>()): Promise<Map<string, string>> {
     for (const a of select) {
       if (a.type !== "Lookup" || !a.navigation) continue;
       const target = a.navigation.target;
-      if (!target.primaryName) continue;
+      if (!target.primaryName || !(await this.mayRead(ctx, target))) continue;
       const ids = [...new Set(rows.map((r) => r[a.logicalName]).filter((v): v is string => typeof v === "string"))];
       if (!ids.length) continue;
       const provider = this.options.providers.for(target);
@@ -920,7 +941,7 @@ export class ODataProcessor {
     }
     await this.expandRows(ctx, entity, [row], expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
-    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, select, [row], expand) : undefined;
+    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(ctx, entity, select, [row], expand) : undefined;
     const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, options.select, expand)}/$entity`, ...this.rowWriter(ctx, entity, select, expand, lookupNames)(row) };
     return this.json(200, body, etag ? { ETag: etag } : {});
   }
@@ -1156,10 +1177,8 @@ export class ODataProcessor {
     return out;
   }
 
-  private async writeContext(ctx: RequestContext, entity: EntityModel): Promise<WriteContext> {
-    const context = this.security.writeContext ? await this.security.writeContext(ctx.caller, entity) : { userId: ctx.caller.userId };
-    // Under impersonation the record shows who it was written for and, as its delegate, who wrote it.
-    return ctx.caller.impersonatedBy ? { ...context, delegateId: ctx.caller.impersonatedBy } : context;
+  private writeContext(ctx: RequestContext, entity: EntityModel): Promise<WriteContext> {
+    return writeContextOf(this.security, ctx.caller, entity);
   }
 
   private async finishCreate(ctx: RequestContext, entity: EntityModel, provider: DataProvider, values: Row, representationStatus: number): Promise<ODataResponse> {
@@ -1183,7 +1202,7 @@ export class ODataProcessor {
     const { select, selectText, expand } = this.representationQuery(ctx, entity);
     await this.expandRows(ctx, entity, [row], expand);
     const serializer = new EntitySerializer(entity, ctx.prefs);
-    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(entity, select, [row], expand) : undefined;
+    const lookupNames = serializer.wantsLookupNames ? await this.allLookupNames(ctx, entity, select, [row], expand) : undefined;
     const body = { "@odata.context": `${ctx.root}/$metadata#${entity.entitySetName}${this.selectContext(entity, selectText, expand)}/$entity`, ...this.rowWriter(ctx, entity, select, expand, lookupNames)(row) };
     const applied = ["return=representation"];
     if (ctx.prefs.includeAnnotations.length) applied.push(`odata.include-annotations="${ctx.prefs.includeAnnotations.join(",")}"`);

@@ -49,6 +49,15 @@ export interface SecurityPolicy {
   checkLink?(caller: Caller, navigation: NavigationModel, sourceId: string, targetId: string, associate: boolean): Promise<void>;
 }
 
+/**
+ * Who a write by `caller` is recorded as: the policy's answer (an application's mapped user), and under
+ * impersonation the user who really wrote it as the delegate (createdonbehalfby/modifiedonbehalfby).
+ */
+export async function writeContextOf(policy: SecurityPolicy | undefined, caller: Caller, entity: EntityModel): Promise<WriteContext> {
+  const context = policy?.writeContext ? await policy.writeContext(caller, entity) : { userId: caller.userId };
+  return caller.impersonatedBy ? { ...context, delegateId: caller.impersonatedBy } : context;
+}
+
 /** The identity used when security is switched off (embedded tests, trusted single-user tools). */
 export const SYSTEM_CALLER: Caller = { userId: "00000000-0000-0000-0000-000000000001", fullName: "SYSTEM" };
 

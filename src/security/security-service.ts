@@ -376,15 +376,16 @@ export class SecurityService implements SecurityPolicy {
     };
     const byId = get("mscrmcallerid");
     const byObject = get("callerobjectid");
-    if (!byId && !byObject) return caller;
-    if (byId && byObject) throw badRequest("Send either MSCRMCallerID or CallerObjectId, not both");
+    // Present but empty is refused like any other value that is not a GUID, never taken as absent.
+    if (byId === undefined && byObject === undefined) return caller;
+    if (byId !== undefined && byObject !== undefined) throw badRequest("Send either MSCRMCallerID or CallerObjectId, not both");
     const target = (byId ?? byObject)!.trim();
-    if (!isGuid(target)) throw badRequest(`${byId ? "MSCRMCallerID" : "CallerObjectId"} must be a GUID, not '${target}'`);
+    if (!isGuid(target)) throw badRequest(`${byId !== undefined ? "MSCRMCallerID" : "CallerObjectId"} must be a GUID, not '${target}'`);
     const held = await this.heldPrivileges(caller.userId, [IMPERSONATE_PRIVILEGE]);
     if (!held.has(IMPERSONATE_PRIVILEGE)) {
       throw forbidden(`Principal user (Id=${caller.userId}) is missing ${IMPERSONATE_PRIVILEGE} privilege and cannot act on behalf of another user`);
     }
-    const user = await this.findUser(byId ? "systemuserid" : "azureactivedirectoryobjectid", target);
+    const user = await this.findUser(byId !== undefined ? "systemuserid" : "azureactivedirectoryobjectid", target);
     if (!user) throw forbidden(`The user to act on behalf of (${target}) does not exist`);
     if (user.isdisabled === true || user.isdisabled === 1) throw forbidden(`The user to act on behalf of (${target}) is disabled`);
     return { userId: String(user.systemuserid).toLowerCase(), fullName: user.fullname, applicationId: user.applicationid ? String(user.applicationid).toLowerCase() : undefined, impersonatedBy: caller.userId };

@@ -166,7 +166,7 @@ describe.each(STORE_KINDS)("application to user mapping (%s)", (kind: StoreKind)
 
   it("hiring through mshr_Hire records both the worker and the candidate as the mapped user", async () => {
     const hirer = await newClient(s.service);
-    await s.assignRole(hirer.userId, await s.createRole(`hirer ${randomUUID()}`, [`prvRead${CANDIDATE}`, `prvWrite${CANDIDATE}`, `prvCreate${WORKER}`, `prvAppend${CANDIDATE}`, `prvAppendTo${WORKER}`]));
+    await s.assignRole(hirer.userId, await s.createRole(`hirer ${randomUUID()}`, [`prvRead${CANDIDATE}`, `prvWrite${CANDIDATE}`, `prvCreate${WORKER}`, `prvRead${WORKER}`, `prvAppend${CANDIDATE}`, `prvAppendTo${WORKER}`]));
     const id = await created(s.admin.call("POST", CANDIDATES, { body: exportedCandidate() }));
     const unmapped = await hirer.call("POST", `${CANDIDATES}(${id})/Microsoft.Dynamics.CRM.mshr_Hire`, { body: {} });
     expect(unmapped.status, unmapped.body).toBe(403);
@@ -179,5 +179,16 @@ describe.each(STORE_KINDS)("application to user mapping (%s)", (kind: StoreKind)
     const candidate = json(await s.admin.call("GET", `${CANDIDATES}(${id})?$select=modifiedby,createdby`));
     expect(candidate.modifiedby).toBe(hrUser);
     expect(candidate.createdby).toBe(s.admin.userId);
+  });
+
+  it("hiring on behalf of a user (MSCRMCallerID) records the worker and the candidate as that user, with the caller as delegate", async () => {
+    const recruiter = await created(s.admin.call("POST", "systemusers", { body: { fullname: "Hiring manager" } }));
+    await s.assignRole(recruiter, await s.createRole(`hiring manager ${randomUUID()}`, [`prvRead${CANDIDATE}`, `prvWrite${CANDIDATE}`, `prvCreate${WORKER}`, `prvRead${WORKER}`, `prvAppend${CANDIDATE}`, `prvAppendTo${WORKER}`]));
+    const id = await created(s.admin.call("POST", CANDIDATES, { body: exportedCandidate() }));
+    const r = await s.admin.call("POST", `${CANDIDATES}(${id})/Microsoft.Dynamics.CRM.mshr_Hire`, { body: {}, headers: { MSCRMCallerID: recruiter } });
+    expect(r.status, r.body).toBe(200);
+    expect(json(r)).toMatchObject({ createdby: recruiter, createdonbehalfby: s.admin.userId, modifiedonbehalfby: s.admin.userId });
+    const candidate = json(await s.admin.call("GET", `${CANDIDATES}(${id})?$select=modifiedby,modifiedonbehalfby`));
+    expect(candidate).toMatchObject({ modifiedby: recruiter, modifiedonbehalfby: s.admin.userId });
   });
 });

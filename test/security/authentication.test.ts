@@ -471,6 +471,14 @@ describe("authentication (sqlite)", () => {
       }
     });
 
+    it("refuses an empty or blank header (400) instead of taking it as absent", async () => {
+      for (const headers of [{ MSCRMCallerID: "" }, { CallerObjectId: "" }, { MSCRMCallerID: "  " }]) {
+        const r = await admin.call("GET", "WhoAmI()", { headers });
+        expect(r.status, `${JSON.stringify(headers)}: ${r.body}`).toBe(400);
+        expect(json(r).error.message).toMatch(/must be a GUID/);
+      }
+    });
+
     it("is honoured for an administrator: WhoAmI returns the impersonated user", async () => {
       const r = await admin.call("GET", "WhoAmI()", { headers: { MSCRMCallerID: target } });
       expect(r.status, r.body).toBe(200);

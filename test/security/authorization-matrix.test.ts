@@ -352,7 +352,8 @@ const CROSS_CASES: Case[] = [
   // Actions.
   {
     name: "mshr_Hire (bound to a candidate)",
-    needs: [prv("Read", CANDIDATE), prv("Write", CANDIDATE), prv("Create", WORKER), prv("Append", CANDIDATE), prv("AppendTo", WORKER)],
+    // Read on workers as well: the answer is the worker record.
+    needs: [prv("Read", CANDIDATE), prv("Write", CANDIDATE), prv("Create", WORKER), prv("Read", WORKER), prv("Append", CANDIDATE), prv("AppendTo", WORKER)],
     status: 200,
     changes: true,
     prepare: async (env) => {
@@ -713,6 +714,34 @@ describe.each(STORE_KINDS)("authorization matrix (%s)", (kind: StoreKind) => {
     expect(r.status, `with ${c.needs.join(", ")}: ${r.body}`).toBe(c.status);
     if (c.changes) expect(await prepared.snapshot!(), "the permitted request changes the store").not.toEqual(before);
     await s.unassignRole(app.userId, roleId);
+  });
+
+  describe("formatted values of lookups", () => {
+    it("name the referenced row only for callers who may read its entity, on pages, single reads and writes", async () => {
+      const { candidateId, workerId } = await linkedCandidate(env);
+      const number = await env.personnelNumber(workerId);
+      const annotation = `_${WORKER_LOOKUP}_value@OData.Community.Display.V1.FormattedValue`;
+      const prefer = { Prefer: 'odata.include-annotations="*"' };
+      const app = await caller();
+      const readCandidates = await s.createRole(`names ${randomUUID()}`, [prv("Read", CANDIDATE), prv("Write", CANDIDATE)]);
+      await s.assignRole(app.userId, readCandidates);
+      const page = await app.call("GET", `${CANDIDATES}?$filter=${CANDIDATE}id eq ${candidateId}`, { headers: prefer });
+      expect(page.status, page.body).toBe(200);
+      const [row] = json(page).value;
+      expect(row[`_${WORKER_LOOKUP}_value`]).toBe(workerId);
+      expect(row, "the worker's name without Read on workers").not.toHaveProperty(annotation);
+      expect(page.body).not.toContain(number);
+      const single = await app.call("GET", `${CANDIDATES}(${candidateId})`, { headers: prefer });
+      expect(json(single)).not.toHaveProperty(annotation);
+      const written = await app.call("PATCH", `${CANDIDATES}(${candidateId})`, { headers: { ...prefer, Prefer: 'return=representation,odata.include-annotations="*"' }, body: { mshr_jobtitle: "Analyst" } });
+      expect(written.status, written.body).toBe(200);
+      expect(json(written)).not.toHaveProperty(annotation);
+      // With Read on workers, the name is there.
+      const readWorkers = await s.createRole(`names ${randomUUID()}`, [prv("Read", WORKER)]);
+      await s.assignRole(app.userId, readWorkers);
+      const allowed = await app.call("GET", `${CANDIDATES}(${candidateId})`, { headers: prefer });
+      expect(json(allowed)[annotation]).toBe(number);
+    });
   });
 
   describe("role changes", () => {
