@@ -64,7 +64,8 @@ export function attributeOf(source: SourceDefinition, f: SourceField): Attribute
     AttributeType: "String",
     DisplayName: f.Label ?? f.Name,
     ExternalName: f.Name,
-    RequiredLevel: f.Mandatory ? "ApplicationRequired" : "None",
+    // A field of the source's natural key is required: a record without it could not be addressed by it.
+    RequiredLevel: f.Mandatory || source.Key?.includes(f.Name) ? "ApplicationRequired" : "None",
   };
   switch (f.Type) {
     case "String":

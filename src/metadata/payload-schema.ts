@@ -50,7 +50,7 @@ function attributeSchema(a: AttributeModel, mode: WriteMode): Record<string, unk
     case "Boolean":
       return nullable({ type: "boolean" });
     case "DateTime":
-      return nullable(d.DateTimeBehavior === "DateOnly" ? { type: "string", format: "date" } : { type: "string", format: "date-time" });
+      return nullable(d.DateTimeBehavior === "DateOnly" ? { type: "string", format: "dataverse-date" } : { type: "string", format: "dataverse-date-time" });
     case "Uniqueidentifier":
       return nullable({ type: "string", format: "uuid" });
     case "Picklist":
@@ -65,6 +65,25 @@ export interface PayloadViolation {
   message: string;
 }
 
+/** Dataverse's date range: 1753-01-01 to 9999-12-31 (SQL Server's datetime), the same on every store. */
+export const MIN_DATE = "1753-01-01";
+export const MAX_DATE = "9999-12-31";
+const DATE = /^\d{4}-\d{2}-\d{2}$/;
+// Seconds up to 59: a leap second (:60) has no JavaScript or PostgreSQL instant of its own.
+const DATE_TIME = /^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$/i;
+
+/** A real calendar date whose instant (after its offset) lies in Dataverse's range. */
+function inDateRange(datePart: string, instantText: string): boolean {
+  const [y, m, d] = datePart.split("-").map(Number) as [number, number, number];
+  const calendar = new Date(Date.UTC(2000, m - 1, d));
+  if (m < 1 || m > 12 || calendar.getUTCMonth() !== m - 1 || calendar.getUTCDate() !== d) return false;
+  if (m === 2 && d === 29 && !(y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0))) return false;
+  const instant = Date.parse(instantText.toUpperCase());
+  if (Number.isNaN(instant)) return false;
+  const utcDay = new Date(instant).toISOString().slice(0, 10);
+  return utcDay >= MIN_DATE && utcDay <= MAX_DATE && datePart >= MIN_DATE && datePart <= MAX_DATE;
+}
+
 const validators = new WeakMap<EntityModel, Partial<Record<WriteMode, ValidateFunction>>>();
 let ajv: Ajv | undefined;
 
@@ -72,6 +91,8 @@ function payloadAjv(): Ajv {
   if (!ajv) {
     ajv = new Ajv({ allErrors: false, strict: false });
     addFormats(ajv);
+    ajv.addFormat("dataverse-date", { type: "string", validate: (v: string) => DATE.test(v) && inDateRange(v, `${v}T00:00:00Z`) });
+    ajv.addFormat("dataverse-date-time", { type: "string", validate: (v: string) => DATE_TIME.test(v) && inDateRange(v.slice(0, 10), v) });
     ajv.addKeyword({
       keyword: "decimalPlaces",
       type: "number",
@@ -118,8 +139,8 @@ export function describeViolation(entity: EntityModel, mode: WriteMode, errors: 
   const attr = entity.attributes.get(field);
   let detail = e.message ?? e.keyword;
   if (e.keyword === "format" && (e.params as { format: string }).format === "email") detail = "must be a valid e-mail address";
-  if (e.keyword === "format" && (e.params as { format: string }).format === "date") detail = "must be a date (YYYY-MM-DD)";
-  if (e.keyword === "format" && (e.params as { format: string }).format === "date-time") detail = "must be a date and time with an offset (YYYY-MM-DDThh:mm:ssZ)";
+  if (e.keyword === "format" && (e.params as { format: string }).format === "dataverse-date") detail = `must be a date (YYYY-MM-DD) from ${MIN_DATE} to ${MAX_DATE}`;
+  if (e.keyword === "format" && (e.params as { format: string }).format === "dataverse-date-time") detail = `must be a date and time with an offset (YYYY-MM-DDThh:mm:ssZ) from ${MIN_DATE} to ${MAX_DATE} in UTC`;
   if (e.keyword === "maxLength" && attr) detail = `must be at most ${attr.def.MaxLength} characters long`;
   if (e.keyword === "enum" && attr?.options) detail = `must be one of the option values ${[...attr.options.keys()].join(", ")}`;
   if (e.keyword === "minLength") detail = "must not be empty";

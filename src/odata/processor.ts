@@ -650,6 +650,8 @@ export class ODataProcessor {
       .reduce((a, b) => ({ kind: "logical", type: "Edm.Boolean", op: "and", left: a, right: b }));
     await this.require(ctx, [this.priv("Read", entity)]);
     const { rows } = await provider.retrieveMultiple({ query: { entity, filter, orderBy: [], select: [entity.primaryId], count: false, expand: [] }, pageSize: 2 });
+    // The store keeps alternate keys unique; a source that does not cannot be addressed by one.
+    if (rows.length > 1) throw new ODataError(409, ErrorCodes.duplicate, `More than one ${entity.logicalName} has ${parts.map((p) => `${p.name} = ${p.value.text}`).join(" and ")}: the key does not identify one record`);
     if (rows.length === 0) {
       const e = notFound(`No ${entity.logicalName} with ${parts.map((p) => `${p.name} = ${p.value.text}`).join(" and ")} was found`);
       (e as ODataError & { alternateKey?: unknown }).alternateKey = parts;

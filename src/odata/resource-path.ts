@@ -35,6 +35,8 @@ export interface KeyPart {
 export function parseKey(args: string): KeyPart[] {
   return parseKeySyntax(args).map((p) => {
     if (p.value.kind !== "literal") throw badRequest(`The key '(${args})' must hold literal values`);
+    // A null never identifies one record (every row without a value would match).
+    if (p.value.type === "null") throw badRequest(`The key value${p.name ? ` of '${p.name}'` : ""} in '(${args})' must not be null`);
     return { name: p.name, value: p.value };
   });
 }

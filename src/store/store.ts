@@ -61,8 +61,8 @@ export class Store {
     // Dates and times stay strings in the OData formats; int8 and numeric become numbers.
     const parsers: Record<number, (v: string) => unknown> = {
       1082: (v) => v,
-      1184: (v) => new Date(v).toISOString(),
-      1114: (v) => new Date(v + "Z").toISOString(),
+      1184: (v) => postgresTimestampToIso(v),
+      1114: (v) => postgresTimestampToIso(v),
       20: (v) => Number(v),
       1700: (v) => Number(v),
     };
@@ -238,4 +238,19 @@ function columnOptions(c: ColumnSpec, pg: boolean): EntitySchemaColumnOptions {
     case "uuid":
       return pg ? { ...base, type: "uuid" } : { ...base, type: "varchar", length: 36 };
   }
+}
+
+/**
+ * A PostgreSQL timestamp text (`0001-01-01 00:00:00+00`, with the session in UTC) as ISO 8601 UTC. Not
+ * through the Date parser: it reads years 0-99 as 1900-1999 or 2000-2049.
+ */
+export function postgresTimestampToIso(text: string): string {
+  const m = /^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?)?( BC)?$/.exec(text);
+  if (!m) return text; // infinity, -infinity
+  const [, y, mo, d, h, mi, sec, frac, sign, oh, om, os, bc] = m;
+  const date = new Date(0);
+  date.setUTCFullYear(bc ? 1 - Number(y) : Number(y), Number(mo) - 1, Number(d));
+  date.setUTCHours(Number(h), Number(mi), Number(sec), frac ? Number(frac.slice(1, 4).padEnd(3, "0")) : 0);
+  const offset = sign ? (sign === "-" ? -1 : 1) * (Number(oh) * 3600 + Number(om ?? 0) * 60 + Number(os ?? 0)) * 1000 : 0;
+  return new Date(date.getTime() - offset).toISOString();
 }

@@ -99,8 +99,8 @@ describe.each(STORE_KINDS)("LinkedIn Talent Hub integration (%s)", (kind: StoreK
       expect(rows[0]!.ExportedDateTime).not.toBeNull();
     });
 
-    it("accepts a minimal export (first and last name) and a job title of exactly 100 characters", async () => {
-      const minimal = await service.request("POST", CANDIDATES, { body: { mshr_firstname: "Min", mshr_lastname: "Imal" } });
+    it("accepts a minimal export (the ATS's candidate id, first and last name) and a job title of exactly 100 characters", async () => {
+      const minimal = await service.request("POST", CANDIDATES, { body: { mshr_candidateid: "ATS-MIN", mshr_firstname: "Min", mshr_lastname: "Imal" } });
       expect(minimal.status, minimal.body).toBe(204);
       const full = await service.request("POST", CANDIDATES, { body: exported({ mshr_candidateid: "ATS-100", mshr_jobtitle: "j".repeat(100) }) });
       expect(full.status, full.body).toBe(204);
@@ -109,6 +109,8 @@ describe.each(STORE_KINDS)("LinkedIn Talent Hub integration (%s)", (kind: StoreK
 
     it.each([
       ["a malformed e-mail", { mshr_email: "not-an-email" }, "mshr_email"],
+      ["a missing candidate id (the key an ATS re-exports by)", { mshr_candidateid: undefined }, "mshr_candidateid"],
+      ["a null candidate id", { mshr_candidateid: null }, "mshr_candidateid"],
       ["a missing first name", { mshr_firstname: undefined }, "mshr_firstname"],
       ["an empty last name", { mshr_lastname: null }, "mshr_lastname"],
       ["a job title over 100 characters", { mshr_jobtitle: "j".repeat(101) }, "mshr_jobtitle"],

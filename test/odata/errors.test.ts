@@ -272,6 +272,15 @@ const ERROR_CASES: ErrorCase[] = [
   { name: "number for a boolean", method: "POST", url: "new_items", init: { body: { new_name: "t", new_active: 1 } }, status: 400, message: /new_active/ },
   { name: "bad date-time", method: "POST", url: "new_items", init: { body: { new_name: "t", new_when: "yesterday" } }, status: 400, message: /new_when/ },
   { name: "bad date", method: "POST", url: "new_items", init: { body: { new_name: "t", new_day: "2020-02-30" } }, status: 400, message: /new_day/ },
+  { name: "a leap second (no instant of its own)", method: "POST", url: "new_items", init: { body: { new_name: "t", new_when: "2016-12-31T23:59:60Z" } }, status: 400, message: /new_when/ },
+  { name: "a date-time pushed past 9999 by its offset", method: "POST", url: "new_items", init: { body: { new_name: "t", new_when: "9999-12-31T23:59:59-01:00" } }, status: 400, message: /'new_when'.*9999-12-31/ },
+  { name: "a date-time before 1753 (Dataverse's range)", method: "POST", url: "new_items", init: { body: { new_name: "t", new_when: "0001-01-01T00:00:00Z" } }, status: 400, message: /'new_when'.*1753-01-01/ },
+  { name: "a date in year 0", method: "POST", url: "new_items", init: { body: { new_name: "t", new_day: "0000-01-01" } }, status: 400, message: /'new_day'.*1753-01-01/ },
+  { name: "a date on 29 February of a year that has none", method: "PATCH", url: (ids) => `new_items(${ids.item})`, init: { body: { new_day: "2100-02-29" } }, status: 400, message: /new_day/ },
+  { name: "a null alternate key value (GET)", url: "new_items(new_code=null)", status: 400, message: /new_code.*must not be null/ },
+  { name: "a null alternate key value (PATCH, which would upsert)", method: "PATCH", url: "new_items(new_code=null)", init: { body: { new_name: "n" } }, status: 400, message: /must not be null/ },
+  { name: "a null alternate key value (DELETE)", method: "DELETE", url: "new_items(new_code=null)", status: 400, message: /must not be null/ },
+  { name: "a null primary key value", url: "new_items(null)", status: 400, message: /must not be null/ },
   { name: "option value not in the option set", method: "POST", url: "new_items", init: { body: { new_name: "t", new_color: 7 } }, status: 400, message: /new_color/ },
   { name: "unknown property", method: "POST", url: "new_items", init: { body: { new_name: "t", new_nope: 1 } }, status: 400, message: /new_nope/ },
   { name: "read-only createdon on create", method: "POST", url: "new_items", init: { body: { new_name: "t", createdon: "2020-01-01T00:00:00Z" } }, status: 400, message: /createdon/ },
@@ -517,6 +526,25 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
         } finally {
           db.prepare(`UPDATE "${entity.table}" SET "${column}" = NULL WHERE "${entity.primaryId.column}" = ?`).run(ids.item);
         }
+      }
+    });
+
+    it("takes dates at both ends of Dataverse's range, and reads years before 100 as written when a source holds them", async () => {
+      for (const [when, day] of [["1753-01-01T00:00:00Z", "1753-01-01"], ["9999-12-31T23:59:59.999Z", "9999-12-31"], ["2024-02-29T12:00:00+14:00", "2024-02-29"]]) {
+        const r = await req("PATCH", `new_items(${ids.item})`, { body: { new_when: when, new_day: day }, headers: { Prefer: "return=representation" } });
+        expect(r.status, r.body).toBe(200);
+        expect(new Date(json(r).new_when).getTime()).toBe(new Date(when).getTime());
+        expect(json(r).new_day).toBe(day);
+      }
+      // Older rows of a source can hold years the API refuses; they must still read back as they are.
+      const entity = service.model.entity("new_item")!;
+      const column = entity.attributes.get("new_when")!.column;
+      await service.store.executor.execute(`UPDATE "${entity.table}" SET "${column}" = ${kind === "postgres" ? "'0050-03-04 05:06:07.25+00'::timestamptz" : "'0050-03-04T05:06:07.250Z'"} WHERE "${entity.primaryId.column}" = '${ids.item}'`);
+      try {
+        const r = await req("GET", `new_items(${ids.item})?$select=new_when`);
+        expect(json(r).new_when).toBe("0050-03-04T05:06:07.250Z");
+      } finally {
+        await req("PATCH", `new_items(${ids.item})`, { body: { new_when: null, new_day: null } });
       }
     });
 

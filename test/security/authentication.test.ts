@@ -472,7 +472,7 @@ describe("authentication (sqlite)", () => {
     });
 
     it("refuses an empty or blank header (400) instead of taking it as absent", async () => {
-      for (const headers of [{ MSCRMCallerID: "" }, { CallerObjectId: "" }, { MSCRMCallerID: "  " }]) {
+      for (const headers of [{ MSCRMCallerID: "" }, { CallerObjectId: "" }, { MSCRMCallerID: "  " }] as Record<string, string>[]) {
         const r = await admin.call("GET", "WhoAmI()", { headers });
         expect(r.status, `${JSON.stringify(headers)}: ${r.body}`).toBe(400);
         expect(json(r).error.message).toMatch(/must be a GUID/);
