@@ -1,3 +1,4 @@
+import { resolveBodyReferences, structuralProblemOf } from "./json-text.js";
 import { randomUUID } from "node:crypto";
 import { badRequest, ErrorCodes, ODataError } from "./errors.js";
 import type { ODataRequest, ODataResponse } from "./processor.js";
@@ -119,6 +120,8 @@ export function parseBatch(contentType: string, body: string): ParsedBatch {
     } catch (e) {
       throw badRequest(`The JSON batch is not valid JSON: ${(e as Error).message}`);
     }
+    const problem = structuralProblemOf(body);
+    if (problem) throw badRequest(problem.replace("the request body", "the JSON batch"));
     const requests = (doc as { requests?: unknown })?.requests;
     if (!Array.isArray(requests)) throw badRequest("A JSON batch is an object with a 'requests' array");
     if (requests.length > MAX_BATCH_REQUESTS) throw badRequest(`A batch may hold at most ${MAX_BATCH_REQUESTS} requests`);
@@ -167,9 +170,14 @@ export interface BatchResult {
   response: ODataResponse;
 }
 
-/** Replaces `$<id>` references to earlier requests of the batch by the URL of the entity they created. */
-export function resolveReferences(text: string, created: ReadonlyMap<string, string>): string {
-  return text.replace(/\$([A-Za-z0-9_-]+)(?=[/?"')]|$)/g, (whole, id: string) => created.get(id) ?? whole);
+/**
+ * Replaces a `$<id>` reference to an earlier request of the batch by the URL of the entity it created,
+ * where OData allows one: as the first segment of a part's URL, and as an entity reference in its body
+ * (`…@odata.bind`, `@odata.id`). Nowhere else: a value such as "Desk $1" is data.
+ */
+export function resolveReferences(part: { url: string; body?: string }, created: ReadonlyMap<string, string>): { url: string; body?: string } {
+  const url = part.url.replace(/^\$([A-Za-z0-9_.-]+)(?=[/?]|$)/, (whole, id: string) => created.get(id) ?? whole);
+  return { url, body: part.body === undefined ? undefined : resolveBodyReferences(part.body, (id) => created.get(id)) };
 }
 
 /** Normalizes a part's URL (absolute, absolute path, or relative to the service root) to a path and query. */

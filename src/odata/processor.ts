@@ -9,6 +9,7 @@ import { bindSelect, clip, ExpressionBinder, selectedComplexProperties } from ".
 import { JOINED_PREFIX, type BoundExpression, type BoundQuery } from "./bound.js";
 import { inputErrorOf } from "../store/executor.js";
 import { bindExpand, expandClauses, expandContext, expandInteger, expandOptions, type ExpandItem } from "./expand.js";
+import { structuralProblemOf } from "./json-text.js";
 import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences, type BatchPart, type BatchResult } from "./batch.js";
 import { csdlJson, csdlXml } from "./csdl.js";
 import { badRequest, ErrorCodes, methodNotAllowed, notFound, notImplemented, ODataError, preconditionFailed, validationError } from "./errors.js";
@@ -990,6 +991,8 @@ export class ODataProcessor {
       throw badRequest(`The request body is not valid JSON: ${(e as Error).message}`);
     }
     if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw badRequest("The request body must be a JSON object");
+    const problem = structuralProblemOf(text);
+    if (problem) throw badRequest(problem);
     return parsed as Record<string, unknown>;
   }
 
@@ -1413,8 +1416,9 @@ export class ODataProcessor {
   private async runPart(ctx: RequestContext, part: BatchPart, created: Map<string, string>, changeSet: boolean): Promise<ODataResponse> {
     const headers: Record<string, string | string[] | undefined> = { ...part.headers, host: header(ctx.request, "host"), "x-forwarded-proto": header(ctx.request, "x-forwarded-proto") };
     if (!headers["prefer"] && part.method !== "GET") delete headers["prefer"];
-    const url = partUrl(resolveReferences(part.url, created), this.rootPath);
-    const body = part.body === undefined ? undefined : resolveReferences(part.body, created);
+    const resolved = resolveReferences(part, created);
+    const url = partUrl(resolved.url, this.rootPath);
+    const body = resolved.body;
     // A part that names another caller is authenticated with the batch's token and its own impersonation headers.
     const impersonates = part.headers["mscrmcallerid"] !== undefined || part.headers["callerobjectid"] !== undefined;
     if (impersonates) headers["authorization"] = header(ctx.request, "authorization");

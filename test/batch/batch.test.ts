@@ -222,6 +222,28 @@ describe.each(STORE_KINDS)("$batch (%s)", (kind: StoreKind) => {
       expect((await counts(service)).new_contacts).toBe(before.new_contacts);
     });
 
+    it("resolves $n only in a part's URL and in entity references, never inside other values", async () => {
+      const parts = parseMultipart(
+        await postMultipart([
+          {
+            changeset: [
+              { method: "POST", url: "new_accounts", contentId: "1", body: { new_name: "Desk $1", new_code: "REF-1" } },
+              { method: "POST", url: "new_contacts", contentId: "2", body: { new_name: "costs $1/2 ('$1')", "new_accountref@odata.bind": "$1" } },
+            ],
+          },
+          { method: "GET", url: "new_accounts?$filter=new_name eq 'Desk $1'&$select=new_name" },
+        ]),
+      );
+      expect(parts.map((p) => p.status)).toEqual([204, 204, 200]);
+      const account = idOf(parts[0]!.headers["odata-entityid"])!;
+      const contact = idOf(parts[1]!.headers["odata-entityid"])!;
+      expect(await nameOf("new_accounts", account)).toBe("Desk $1");
+      const saved = await get(`new_contacts(${contact})?$select=new_name,_new_accountref_value`);
+      expect(saved).toMatchObject({ new_name: "costs $1/2 ('$1')", _new_accountref_value: account });
+      // A query literal is data too.
+      expect(JSON.parse(parts[2]!.body).value.map((a: { new_name: string }) => a.new_name)).toEqual(["Desk $1"]);
+    });
+
     it("answers Prefer: return=representation inside a part with the entity", async () => {
       const parts = parseMultipart(await postMultipart([{ changeset: [{ method: "POST", url: "new_tags", contentId: "1", body: { new_name: "represented" }, headers: { Prefer: "return=representation" } }] }]));
       expect(parts).toHaveLength(1);
@@ -432,6 +454,27 @@ describe.each(STORE_KINDS)("$batch (%s)", (kind: StoreKind) => {
   // ---------------------------------------------------------------- OData 4.01 JSON batches
 
   describe("JSON batch", () => {
+    it("resolves $id only in URLs and entity references, and refuses a batch naming a property twice", async () => {
+      const r = await postJson([
+        { id: "acc", method: "POST", url: "new_accounts", body: { new_name: "Ask for '$acc'", new_code: "REF-J" }, atomicityGroup: "g" },
+        { id: "con", method: "POST", url: "new_contacts", body: { new_name: "$acc", "new_accountref@odata.bind": "$acc" }, atomicityGroup: "g", dependsOn: ["acc"] },
+      ]);
+      expect(r.status, r.body).toBe(200);
+      const [acc, con] = json(r).responses;
+      expect([acc.status, con.status]).toEqual([204, 204]);
+      const account = idOf(acc.headers["OData-EntityId"])!;
+      expect(await nameOf("new_accounts", account)).toBe("Ask for '$acc'");
+      expect(await get(`new_contacts(${idOf(con.headers["OData-EntityId"])})?$select=new_name,_new_accountref_value`)).toMatchObject({ new_name: "$acc", _new_accountref_value: account });
+      const before = await counts(service);
+      const twice = await service.request("POST", "$batch", {
+        headers: { "Content-Type": "application/json" },
+        body: '{"requests":[{"id":"1","method":"POST","url":"new_tags","body":{"new_name":"kept?"}}],"requests":[]}',
+      });
+      expect(twice.status, twice.body).toBe(400);
+      expect(json(twice).error.message).toMatch(/'requests' appears more than once/);
+      expect(await counts(service)).toEqual(before);
+    });
+
     it("runs requests and atomicity groups with $id references, answering each by id", async () => {
       const before = await counts(service);
       const r = await postJson([
