@@ -7,6 +7,8 @@ export type NodeRequestHandler = (req: IncomingMessage & { body?: unknown; origi
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
+  const declared = Number(req.headers["content-length"]);
+  if (declared > limit) throw new ODataError(413, ErrorCodes.badRequest, `The request body is larger than ${limit} bytes`);
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
     if (size > limit) throw new ODataError(413, ErrorCodes.badRequest, `The request body is larger than ${limit} bytes`);
@@ -78,6 +80,9 @@ export function createNodeHandler(processor: ODataProcessor, extraRoutes?: (req:
         } else response = await processor.process(request);
       } catch (e) {
         response = processor.errorResponse(e instanceof SyntaxError ? badRequest(e.message) : e);
+        // The rest of an over-long body is still on the wire: close the connection after the answer, or
+        // the client's next request on it would be read from the middle of that body.
+        if (response.status === 413) response = { ...response, headers: { ...response.headers, Connection: "close" } };
       }
       send(res, response);
     })().catch((e) => {

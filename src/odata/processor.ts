@@ -958,7 +958,7 @@ export class ODataProcessor {
         if (!("value" in body) || Object.keys(body).length !== 1) throw badRequest(`PUT on a property takes {"value": …}`);
         value = body.value;
       }
-      return this.writeValues(ctx, entity, provider, id, { [attr.logicalName]: value });
+      return this.writeValues(ctx, entity, provider, id, { [attr.logicalName]: value }, { property: true });
     }
     this.onlyMethods(ctx, ["GET"], `the property '${attr.propertyName}'`);
     this.acceptsJson(ctx, raw);
@@ -1273,13 +1273,21 @@ export class ODataProcessor {
   }
 
   /** PATCH semantics: update the sent fields; upsert when the row does not exist (unless If-Match says update only). */
-  private async writeValues(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, body: Record<string, unknown>): Promise<ODataResponse> {
+  /**
+   * PATCH of an entity (an upsert, as Dataverse's) or, with `property`, PUT/DELETE of one of its properties:
+   * that only updates (a missing record is a 404; deleting a value never creates a record) and answers 204.
+   */
+  private async writeValues(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, body: Record<string, unknown>, options: { property?: boolean } = {}): Promise<ODataResponse> {
     const { version, mustExist } = this.expectedVersion(ctx);
     const createOnly = header(ctx.request, "if-none-match")?.trim() === "*";
     if (createOnly && mustExist) throw badRequest("If-Match and If-None-Match: * cannot be combined");
     const existing = await provider.retrieve(entity, id, [entity.primaryId]);
     if (!existing) {
-      if (mustExist) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+      if (mustExist || options.property) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+      const key = body[entity.primaryId.logicalName];
+      if (key !== undefined && (typeof key !== "string" || key.toLowerCase() !== id)) {
+        throw validationError(`The payload's ${entity.primaryId.logicalName} (${JSON.stringify(key)}) differs from the key in the URL (${id})`);
+      }
       await this.require(ctx, [this.priv("Create", entity), ...this.representationPrivileges(ctx, entity)]);
       if (!provider.capabilities(entity).create) throw notImplemented(`The data provider of ${entity.logicalName} does not support creating records`);
       const { values, privileges } = await this.preparePayload(ctx, entity, body, "create");
@@ -1301,6 +1309,7 @@ export class ODataProcessor {
     const headers: Record<string, string> = { "OData-EntityId": this.entityId(ctx, entity, id) };
     const etag = etagOf(row);
     if (etag) headers.ETag = etag;
+    if (options.property) return { status: 204, headers: { ...headers, "OData-Version": "4.0" } };
     return this.representation(ctx, entity, row, 200, headers);
   }
 

@@ -1,4 +1,4 @@
-import type { AddressInfo } from "node:net";
+import { connect, type AddressInfo } from "node:net";
 import { createServer, type Server } from "node:http";
 import express from "express";
 import Fastify from "fastify";
@@ -53,6 +53,24 @@ describe("the request handler in node:http, Express and Fastify", () => {
     const base = await listen(createServer(app));
     await roundTrip(base);
     expect(await (await fetch(`${base}/health`)).text()).toBe("ok");
+  });
+
+  it("answers an over-long body with 413 and closes the connection, so no later request is read from the rest of that body", async () => {
+    const base = await listen(createServer(service.handler));
+    const { port } = new URL(base);
+    const socket = connect(Number(port), "127.0.0.1");
+    let text = "";
+    socket.on("data", (d) => (text += d.toString("latin1")));
+    const closed = new Promise<void>((r) => socket.on("close", () => r()));
+    // Declares 20 MB (over the 16 MB limit) and sends a little of it, then what looks like a second request.
+    socket.write("POST /api/data/v9.2/new_notes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n\r\n{\"new_title\":\"");
+    socket.write("x".repeat(1000) + "\r\n\r\nGET /api/data/v9.2/new_notes HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    await closed;
+    expect(text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(text).toMatch(/\r\nConnection: close\r\n/i);
+    expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    // The next connection is served normally.
+    expect((await fetch(`${base}/api/data/v9.2/new_notes?$top=1`)).status).toBe(200);
   });
 
   it("streams a large page in chunks, complete and valid even to a client that reads slowly", async () => {

@@ -275,6 +275,9 @@ const ERROR_CASES: ErrorCase[] = [
   { name: "a property named twice (JSON.parse would keep the last, unvalidated first)", method: "POST", url: "new_items", init: { headers: JSON_CT, body: '{"new_name":"waytoolongvalue","new_name":"b"}' }, status: 400, message: /'new_name' appears more than once/ },
   { name: "a property named twice, once with an escape", method: "PATCH", url: (ids) => `new_items(${ids.item})`, init: { headers: JSON_CT, body: '{"new_qty":1,"new\\u005fqty":2}' }, status: 400, message: /'new_qty' appears more than once/ },
   { name: "a body nested deeper than 1000 levels", method: "POST", url: "new_items", init: { headers: JSON_CT, body: `{"new_name":${"[".repeat(1500)}${"]".repeat(1500)}}` }, status: 400, message: /deeper than 1000/ },
+  { name: "PUT of a property of a missing record (it never creates one)", method: "PUT", url: `new_items(${MISSING})/new_qty`, init: { body: { value: 3 } }, status: 404, message: /Does Not Exist/ },
+  { name: "DELETE of a property of a missing record (it never creates one)", method: "DELETE", url: `new_items(${MISSING})/new_qty`, status: 404, message: /Does Not Exist/ },
+  { name: "an upsert whose payload names another primary key", method: "PATCH", url: `new_items(${MISSING})`, init: { body: { new_name: "z", new_itemid: "66666666-6666-4666-8666-666666666666" } }, status: 400, message: /new_itemid.*differs from the key in the URL/ },
   { name: "a leap second (no instant of its own)", method: "POST", url: "new_items", init: { body: { new_name: "t", new_when: "2016-12-31T23:59:60Z" } }, status: 400, message: /new_when/ },
   { name: "a date-time pushed past 9999 by its offset", method: "POST", url: "new_items", init: { body: { new_name: "t", new_when: "9999-12-31T23:59:59-01:00" } }, status: 400, message: /'new_when'.*9999-12-31/ },
   { name: "a date-time before 1753 (Dataverse's range)", method: "POST", url: "new_items", init: { body: { new_name: "t", new_when: "0001-01-01T00:00:00Z" } }, status: 400, message: /'new_when'.*1753-01-01/ },
@@ -610,6 +613,16 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
       expect(r.body).toBe(String(ROWS.length));
       const filtered = await req("GET", "new_rows/$count?$filter=new_rank eq 3");
       expect(filtered.body).toBe("3");
+    });
+
+    it("PUT and DELETE of a property answer 204, also when the representation is asked for (as Dataverse)", async () => {
+      const put = await req("PUT", `new_items(${ids.item})/new_qty`, { body: { value: 7 }, headers: { Prefer: "return=representation" } });
+      expect(put.status, put.body).toBe(204);
+      expect(put.body ?? "").toBe("");
+      expect(json(await req("GET", `new_items(${ids.item})/new_qty`)).value).toBe(7);
+      expect((await req("DELETE", `new_items(${ids.item})/new_qty`)).status).toBe(204);
+      expect((await req("GET", `new_items(${ids.item})/new_qty`)).status).toBe(204);
+      expect((await req("PUT", `new_items(${ids.item})/new_qty`, { body: { value: 5 } })).status).toBe(204);
     });
 
     it("a property, its raw $value, and a null property", async () => {
