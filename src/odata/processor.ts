@@ -1266,13 +1266,14 @@ export class ODataProcessor {
       try {
         return await this.writeValues(ctx, entity, provider, id, { ...body, ...keyValues });
       } catch (e) {
-        const lostRace = e instanceof ODataError && e.code === ErrorCodes.duplicate && Object.keys(keyValues).length > 0 && attempt === 0;
+        // Two upserts of one new key (primary or alternate) may both find it missing; the one whose insert
+        // lost becomes an update, as if it had come second.
+        const lostRace = e instanceof ODataError && e.code === ErrorCodes.duplicate && attempt === 0;
         if (!lostRace) throw e;
       }
     }
   }
 
-  /** PATCH semantics: update the sent fields; upsert when the row does not exist (unless If-Match says update only). */
   /**
    * PATCH of an entity (an upsert, as Dataverse's) or, with `property`, PUT/DELETE of one of its properties:
    * that only updates (a missing record is a 404; deleting a value never creates a record) and answers 204.

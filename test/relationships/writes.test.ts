@@ -497,6 +497,16 @@ describe.each(STORE_KINDS)("relationship writes (%s)", (kind: StoreKind) => {
       expect(rows[0].new_name).toMatch(/^racer \d$/);
     });
 
+    it("10 concurrent upserts of the same new primary key all succeed and leave exactly one row", async () => {
+      const before = await count(service, "new_contacts");
+      const id = randomUUID();
+      const responses = await Promise.all(Array.from({ length: 10 }, (_, i) => service.request("PATCH", `new_contacts(${id})`, { body: { new_name: `pk racer ${i}` } })));
+      for (const r of responses) expect(r.status, r.body).toBeLessThan(300);
+      expect(responses.filter((r) => r.status === 204 && r.headers["OData-EntityId"] === `${ROOT}/new_contacts(${id})`)).toHaveLength(10);
+      expect(await count(service, "new_contacts")).toBe(before + 1);
+      expect((await get(`new_contacts(${id})?$select=new_name`)).new_name).toMatch(/^pk racer \d$/);
+    });
+
     it("concurrent upserts of several new keys leave one row per key", async () => {
       const before = await count(service, "new_contacts");
       const keys = ["RACE-A", "RACE-B", "RACE-C"];
