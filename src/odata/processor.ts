@@ -592,7 +592,8 @@ export class ODataProcessor {
   }
 
   private async writeLookup(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, nav: NavigationModel, targetId: string | null): Promise<ODataResponse> {
-    const outcome = await provider.update(entity, id, { [nav.lookup!.logicalName]: targetId }, this.expectedVersion(ctx).version, await this.writeContext(ctx, entity));
+    const { version } = await this.writeCondition(ctx, entity, provider, id);
+    const outcome = await provider.update(entity, id, { [nav.lookup!.logicalName]: targetId }, version, await this.writeContext(ctx, entity));
     if (outcome.status === "not-found") throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
     if (outcome.status === "precondition-failed") throw preconditionFailed(`The version of the ${entity.logicalName} record ${id} has changed; nothing was updated`);
     if (outcome.status === "conflict") throw new ODataError(412, ErrorCodes.duplicate, outcome.message);
@@ -939,7 +940,8 @@ export class ODataProcessor {
     // As Dataverse: the ETag is the row's own version, which says nothing of expanded rows or of the names
     // formatted values show, so a request for either never answers 304.
     const conditional = !expand.length && !ctx.prefs.includeAnnotations.length;
-    if (conditional && etag && ifNoneMatch && (ifNoneMatch.trim() === "*" || ifNoneMatch.split(",").some((t) => t.trim() === etag))) {
+    // Weak comparison (RFC 7232): "1" and W/"1" name the same version.
+    if (conditional && etag && ifNoneMatch && (ifNoneMatch.trim() === "*" || ifNoneMatch.split(",").some((t) => versionFromEtag(t) === row.versionnumber))) {
       return { status: 304, headers: { "OData-Version": "4.0", ETag: etag } };
     }
     await this.expandRows(ctx, entity, [row], expand);
@@ -1233,12 +1235,30 @@ export class ODataProcessor {
     return [this.priv("Read", entity), ...this.representationQuery(ctx, entity).crossed.map((e) => this.priv("Read", e))];
   }
 
-  private expectedVersion(ctx: RequestContext): { version?: number; mustExist: boolean } {
+  /**
+   * A write's preconditions (RFC 7232, weak comparison): If-Match `*` or a list of ETags, one of which must
+   * be current; If-None-Match `*` (create only) or a list of ETags, none of which may be. The version the
+   * write must still find is returned, so nothing can change between the check and the write.
+   */
+  private async writeCondition(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string): Promise<{ version?: number; mustExist: boolean; createOnly: boolean }> {
     const ifMatch = header(ctx.request, "if-match");
-    if (ifMatch === undefined) return { mustExist: false };
-    const v = versionFromEtag(ifMatch);
-    if (v === null) throw badRequest(`The If-Match header '${ifMatch}' is not an ETag this service issued`);
-    return { version: v, mustExist: true };
+    const ifNoneMatch = header(ctx.request, "if-none-match");
+    const matching = ifMatch === undefined ? undefined : etagCondition(ifMatch, "If-Match");
+    const notMatching = ifNoneMatch === undefined ? undefined : etagCondition(ifNoneMatch, "If-None-Match");
+    const mustExist = matching !== undefined;
+    const createOnly = notMatching === "*";
+    if (createOnly && mustExist) throw badRequest("If-Match and If-None-Match: * cannot be combined");
+    let version = Array.isArray(matching) && matching.length === 1 ? matching[0] : undefined;
+    const versionAttribute = entity.attributes.get("versionnumber");
+    if (versionAttribute && ((Array.isArray(matching) && matching.length > 1) || Array.isArray(notMatching))) {
+      const current = (await provider.retrieve(entity, id, [entity.primaryId, versionAttribute]))?.versionnumber as number | undefined;
+      if (current !== undefined && current !== null) {
+        if (Array.isArray(matching) && !matching.includes(current)) throw preconditionFailed(`The ${entity.logicalName} record ${id} is at version ${current}, which If-Match '${ifMatch}' does not name; nothing was changed`);
+        if (Array.isArray(notMatching) && notMatching.includes(current)) throw preconditionFailed(`The ${entity.logicalName} record ${id} is at version ${current}, which If-None-Match '${ifNoneMatch}' names; nothing was changed`);
+        version ??= current;
+      }
+    }
+    return { version, mustExist, createOnly };
   }
 
   /**
@@ -1279,9 +1299,7 @@ export class ODataProcessor {
    * that only updates (a missing record is a 404; deleting a value never creates a record) and answers 204.
    */
   private async writeValues(ctx: RequestContext, entity: EntityModel, provider: DataProvider, id: string, body: Record<string, unknown>, options: { property?: boolean } = {}): Promise<ODataResponse> {
-    const { version, mustExist } = this.expectedVersion(ctx);
-    const createOnly = header(ctx.request, "if-none-match")?.trim() === "*";
-    if (createOnly && mustExist) throw badRequest("If-Match and If-None-Match: * cannot be combined");
+    const { version, mustExist, createOnly } = await this.writeCondition(ctx, entity, provider, id);
     const existing = await provider.retrieve(entity, id, [entity.primaryId]);
     if (!existing) {
       if (mustExist || options.property) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
@@ -1318,7 +1336,7 @@ export class ODataProcessor {
     parseQueryOptions(ctx.query, new Set());
     await this.require(ctx, [this.priv("Delete", entity)]);
     if (!provider.capabilities(entity).delete) throw notImplemented(`The data provider of ${entity.logicalName} does not support deleting records`);
-    const { version } = this.expectedVersion(ctx);
+    const { version } = await this.writeCondition(ctx, entity, provider, id);
     // The record goes with its links (Dataverse's RemoveLink): lookups to it are cleared, many-to-many rows deleted.
     return provider.transaction(async () => {
       await this.options.operations.hooks.get(entity.logicalName)?.beforeDelete?.(id);
@@ -1578,6 +1596,16 @@ function restrictToRelated(query: BoundQuery, nav: NavigationModel, ids: string[
   }
   const condition = inFilter(nav.lookup!, ids);
   query.filter = query.filter ? { kind: "logical", type: "Edm.Boolean", op: "and", left: condition, right: query.filter } : condition;
+}
+
+/** An If-Match / If-None-Match value: `*`, or the versions its ETags name (a 400 for one this service never issued). */
+function etagCondition(value: string, name: string): "*" | number[] {
+  if (value.trim() === "*") return "*";
+  return value.split(",").map((t) => {
+    const v = versionFromEtag(t);
+    if (v === null || v === undefined) throw badRequest(`The ${name} header '${value}' holds '${t.trim()}', which is not an ETag this service issued`);
+    return v;
+  });
 }
 
 function hasBody(req: ODataRequest): boolean {

@@ -425,6 +425,26 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
       expect((await req("GET", `new_items(${id})`)).status).toBe(404);
     });
 
+    it("If-Match takes a list (any one current ETag will do); If-None-Match with ETags refuses a write when one is current; comparison is weak", async () => {
+      const created = await req("POST", "new_items", { body: { new_name: "lists", new_qty: 1 }, headers: { Prefer: "return=representation" } });
+      const id = json(created).new_itemid as string;
+      const v1 = Number(/\d+/.exec(created.headers.ETag!)![0]);
+      const tag = (v: number) => `W/"${v}"`;
+      expect((await req("PATCH", `new_items(${id})`, { body: { new_qty: 2 }, headers: { "If-Match": `${tag(v1 + 40)}, ${tag(v1)}` } })).status).toBe(204);
+      expectError(await req("PATCH", `new_items(${id})`, { body: { new_qty: 3 }, headers: { "If-Match": `${tag(v1)}, ${tag(v1 + 40)}` } }), 412, /does not name/);
+      const v2 = Number(/\d+/.exec((await req("GET", `new_items(${id})`)).headers.ETag!)![0]);
+      // If-None-Match naming the current version: refused, on PATCH and DELETE alike; naming others: allowed.
+      expectError(await req("PATCH", `new_items(${id})`, { body: { new_qty: 4 }, headers: { "If-None-Match": `${tag(v1)}, "${v2}"` } }), 412, /If-None-Match/);
+      expectError(await req("DELETE", `new_items(${id})`, { headers: { "If-None-Match": tag(v2) } }), 412, /If-None-Match/);
+      expect(json(await req("GET", `new_items(${id})`)).new_qty).toBe(2);
+      expect((await req("PATCH", `new_items(${id})`, { body: { new_qty: 5 }, headers: { "If-None-Match": tag(v1) } })).status).toBe(204);
+      // GET: a strong "n" matches the weak W/"n" it names (304).
+      const v3 = Number(/\d+/.exec((await req("GET", `new_items(${id})`)).headers.ETag!)![0]);
+      expect((await req("GET", `new_items(${id})`, { headers: { "If-None-Match": `"${v3}"` } })).status).toBe(304);
+      expectError(await req("PATCH", `new_items(${id})`, { body: { new_qty: 6 }, headers: { "If-Match": `${tag(v3)}, bogus` } }), 400, /bogus/);
+      expect((await req("DELETE", `new_items(${id})`, { headers: { "If-Match": `${tag(v1)}, ${tag(v3)}` } })).status).toBe(204);
+    });
+
     it("If-Match on a missing row is a 404 and creates nothing (no upsert)", async () => {
       const id = "00000000-0000-0000-0000-0000000000aa";
       for (const ifMatch of ["*", 'W/"1"']) {
