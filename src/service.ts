@@ -155,12 +155,12 @@ export class VirtualEntityService {
     this.extraRoutes.push(route);
   }
 
-  /** Runs one request through the pipeline without a socket (tests, $batch, embedding). */
+  /** Runs one request through the pipeline without a socket; a body that is not a string or Buffer is sent as JSON. */
   request(method: string, url: string, init: { headers?: Record<string, string>; body?: unknown } = {}): Promise<ODataResponse> {
     const headers: Record<string, string> = { host: "localhost", ...Object.fromEntries(Object.entries(init.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])) };
     let body: ODataRequest["body"];
     if (init.body !== undefined) {
-      body = typeof init.body === "string" ? init.body : JSON.stringify(init.body);
+      body = typeof init.body === "string" || Buffer.isBuffer(init.body) ? init.body : JSON.stringify(init.body);
       headers["content-type"] ??= "application/json";
     }
     const fullUrl = url.startsWith("/") ? url : `${this.processor.rootPath}/${url}`;

@@ -89,7 +89,8 @@ let ajv: Ajv | undefined;
 
 function payloadAjv(): Ajv {
   if (!ajv) {
-    ajv = new Ajv({ allErrors: false, strict: false });
+    // unicode: false — lengths in UTF-16 code units, as Dataverse (SQL Server nvarchar) counts MaxLength.
+    ajv = new Ajv({ allErrors: false, strict: false, unicode: false });
     addFormats(ajv);
     ajv.addFormat("dataverse-date", { type: "string", validate: (v: string) => DATE.test(v) && inDateRange(v, `${v}T00:00:00Z`) });
     ajv.addFormat("dataverse-date-time", { type: "string", validate: (v: string) => DATE_TIME.test(v) && inDateRange(v.slice(0, 10), v) });

@@ -984,7 +984,9 @@ export class ODataProcessor {
     if (!/^application\/json\s*(;|$)/.test(contentType)) {
       throw new ODataError(415, ErrorCodes.unsupportedMediaType, `The request body must be application/json${contentType ? `, not ${contentType}` : " (Content-Type is missing)"}`);
     }
-    const text = body === undefined ? "" : typeof body === "string" ? body : body.toString("utf8");
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/.exec(contentType)?.[1];
+    if (charset !== undefined && charset !== "utf-8" && charset !== "utf8") throw new ODataError(415, ErrorCodes.unsupportedMediaType, `A JSON request body is UTF-8, not ${charset}`);
+    const text = body === undefined ? "" : typeof body === "string" ? body : utf8Text(body);
     if (text.trim() === "") throw badRequest("The request body is empty; a JSON object was expected");
     let parsed: unknown;
     try {
@@ -1024,6 +1026,8 @@ export class ODataProcessor {
         continue;
       }
       if (typeof value === "string" && value.includes("\u0000")) throw validationError(`The value of '${key}' must not contain NUL characters`);
+      // A lone surrogate (an escape such as "\ud800") is no character: the stores would keep U+FFFD instead.
+      if (typeof value === "string" && LONE_SURROGATE.test(value)) throw validationError(`The value of '${key}' holds a lone UTF-16 surrogate, which is not text`);
       values[key] = value;
     }
     const validate = payloadValidator(entity, mode);
@@ -1596,6 +1600,18 @@ function restrictToRelated(query: BoundQuery, nav: NavigationModel, ids: string[
   }
   const condition = inFilter(nav.lookup!, ids);
   query.filter = query.filter ? { kind: "logical", type: "Edm.Boolean", op: "and", left: condition, right: query.filter } : condition;
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** A body's bytes as text; bytes that are not UTF-8 are a 400, never silently replaced by U+FFFD. */
+function utf8Text(bytes: Buffer): string {
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    throw badRequest("The request body is not valid UTF-8");
+  }
 }
 
 /** An If-Match / If-None-Match value: `*`, or the versions its ETags name (a 400 for one this service never issued). */
