@@ -111,6 +111,12 @@ export function parseBatch(contentType: string, body: string): ParsedBatch {
       } else parts.push(parseHttpPart(raw, parts.length));
       if (parts.length > MAX_BATCH_REQUESTS) throw badRequest(`A batch may hold at most ${MAX_BATCH_REQUESTS} requests`);
     }
+    const seen = new Set<string>();
+    for (const [i, p] of parts.entries()) {
+      if (p.contentId === undefined) continue;
+      if (seen.has(p.contentId)) throw badRequest(`Batch part ${i + 1}: the Content-ID '${p.contentId}' is used twice; a $${p.contentId} reference would be ambiguous`);
+      seen.add(p.contentId);
+    }
     return { format: "multipart", parts, boundary };
   }
   if (type.startsWith("application/json")) {
@@ -124,6 +130,7 @@ export function parseBatch(contentType: string, body: string): ParsedBatch {
     if (problem) throw badRequest(problem.replace("the request body", "the JSON batch"));
     const requests = (doc as { requests?: unknown })?.requests;
     if (!Array.isArray(requests)) throw badRequest("A JSON batch is an object with a 'requests' array");
+    if (requests.length === 0) throw badRequest("A JSON batch needs at least one request");
     if (requests.length > MAX_BATCH_REQUESTS) throw badRequest(`A batch may hold at most ${MAX_BATCH_REQUESTS} requests`);
     const ids = new Set<string>();
     const parts: BatchPart[] = [];
@@ -137,7 +144,9 @@ export function parseBatch(contentType: string, body: string): ParsedBatch {
       if (ids.has(req.id)) throw badRequest(`${where}.id '${req.id}' is used twice`);
       if (typeof req.method !== "string" || !/^(GET|POST|PATCH|PUT|DELETE)$/i.test(req.method)) throw badRequest(`${where}.method must be GET, POST, PATCH, PUT or DELETE`);
       if (typeof req.url !== "string" || req.url === "") throw badRequest(`${where}.url must be a string`);
-      const group = req.atomicityGroup === undefined ? undefined : String(req.atomicityGroup);
+      if (req.atomicityGroup !== undefined && (typeof req.atomicityGroup !== "string" || req.atomicityGroup === "")) throw badRequest(`${where}.atomicityGroup must be a non-empty string`);
+      const group = req.atomicityGroup as string | undefined;
+      if (group !== undefined && /^GET$/i.test(req.method)) throw badRequest(`${where}: an atomicity group may not hold GET requests (as a change set may not)`);
       if (group !== lastGroup) {
         if (lastGroup !== undefined) closedGroups.add(lastGroup);
         if (group !== undefined && closedGroups.has(group)) throw badRequest(`${where}: the requests of atomicity group '${group}' must be adjacent`);
@@ -180,10 +189,19 @@ export function resolveReferences(part: { url: string; body?: string }, created:
   return { url, body: part.body === undefined ? undefined : resolveBodyReferences(part.body, (id) => created.get(id)) };
 }
 
-/** Normalizes a part's URL (absolute, absolute path, or relative to the service root) to a path and query. */
-export function partUrl(url: string, rootPath: string): string {
+/**
+ * Normalizes a part's URL (absolute, absolute path, or relative to the service root) to a path and query.
+ * An absolute URL must name this service's host: a batch is not a way to reach another one.
+ */
+export function partUrl(url: string, rootPath: string, host: string | undefined): string {
   if (/^https?:\/\//i.test(url)) {
-    const u = new URL(url);
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw badRequest(`The batch request URL '${url}' is not a valid URL`);
+    }
+    if (host !== undefined && u.host.toLowerCase() !== host.toLowerCase()) throw badRequest(`The batch request URL '${url}' names another host than this service (${host})`);
     return u.pathname + u.search;
   }
   if (url.startsWith("/")) return url;

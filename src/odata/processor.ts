@@ -1449,7 +1449,12 @@ export class ODataProcessor {
     const headers: Record<string, string | string[] | undefined> = { ...part.headers, host: header(ctx.request, "host"), "x-forwarded-proto": header(ctx.request, "x-forwarded-proto") };
     if (!headers["prefer"] && part.method !== "GET") delete headers["prefer"];
     const resolved = resolveReferences(part, created);
-    const url = partUrl(resolved.url, this.rootPath);
+    let url: string;
+    try {
+      url = partUrl(resolved.url, this.rootPath, header(ctx.request, "host"));
+    } catch (e) {
+      return this.errorResponse(e); // this part's answer, like any other refusal of one request
+    }
     const body = resolved.body;
     // A part that names another caller is authenticated with the batch's token and its own impersonation headers.
     const impersonates = part.headers["mscrmcallerid"] !== undefined || part.headers["callerobjectid"] !== undefined;

@@ -244,6 +244,14 @@ describe.each(STORE_KINDS)("$batch (%s)", (kind: StoreKind) => {
       expect(JSON.parse(parts[2]!.body).value.map((a: { new_name: string }) => a.new_name)).toEqual(["Desk $1"]);
     });
 
+    it("a part whose absolute URL names another host is refused (400 in its part), not served", async () => {
+      const before = await counts(service);
+      const parts = parseMultipart(await postMultipart([{ method: "POST", url: `http://elsewhere.example${PATH}/new_tags`, body: { new_name: "foreign" } }], { Prefer: "odata.continue-on-error" }));
+      expect(parts[0]!.status).toBe(400);
+      expect(JSON.parse(parts[0]!.body).error.message).toMatch(/another host/);
+      expect(await counts(service)).toEqual(before);
+    });
+
     it("answers Prefer: return=representation inside a part with the entity", async () => {
       const parts = parseMultipart(await postMultipart([{ changeset: [{ method: "POST", url: "new_tags", contentId: "1", body: { new_name: "represented" }, headers: { Prefer: "return=representation" } }] }]));
       expect(parts).toHaveLength(1);
@@ -430,6 +438,7 @@ describe.each(STORE_KINDS)("$batch (%s)", (kind: StoreKind) => {
         ["a malformed header line", good.contentType, good.body.replace("Content-Transfer-Encoding: binary", "Content-Transfer-Encoding binary")],
         ["an empty body", good.contentType, ""],
         ["no parts at all", good.contentType, "--batch_X1--\r\n"],
+        ["a Content-ID used twice", good.contentType, good.body.replace(/Content-Type: application\/http\r\nContent-Transfer-Encoding: binary\r\n\r\nPOST new_tags/, "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: 1\r\n\r\nPOST new_tags")],
       ];
       for (const [what, contentType, body] of cases) {
         const r = await postRaw(contentType, body);
@@ -647,6 +656,9 @@ describe.each(STORE_KINDS)("$batch (%s)", (kind: StoreKind) => {
         ["dependsOn a later request", JSON.stringify({ requests: [{ ...post, id: "1", dependsOn: ["2"] }, { ...post, id: "2" }] })],
         ["dependsOn an unknown id", JSON.stringify({ requests: [{ ...post, id: "1" }, { ...post, id: "2", dependsOn: ["zzz"] }] })],
         ["an atomicity group split in two", JSON.stringify({ requests: [{ ...post, id: "1", atomicityGroup: "g" }, { ...post, id: "2" }, { ...post, id: "3", atomicityGroup: "g" }] })],
+        ["a GET inside an atomicity group (as inside a change set)", JSON.stringify({ requests: [{ ...post, id: "1", atomicityGroup: "g" }, { id: "2", method: "GET", url: "new_tags", atomicityGroup: "g" }] })],
+        ["an empty atomicity group name", JSON.stringify({ requests: [{ ...post, id: "1", atomicityGroup: "" }] })],
+        ["no requests at all (as an empty multipart batch)", JSON.stringify({ requests: [] })],
       ];
       for (const [what, body] of cases) {
         const r = await postRaw("application/json", body);
