@@ -527,6 +527,8 @@ export class ODataProcessor {
     const targetProvider = this.options.providers.for(nav.target);
     const linkPrivileges = [this.priv("Append", entity), this.priv("AppendTo", nav.target)];
     if (ctx.method === "GET") return this.getReferences(ctx, entity, provider, id, nav);
+    // Authorized before either record is looked up: without the privileges, whether the ids exist is not told.
+    await this.require(ctx, this.refWritePrivileges(entity, nav));
     if (!(await provider.retrieve(entity, id, [entity.primaryId]))) throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
     if (nav.kind === "single") {
       if (segment.args !== undefined) throw badRequest(`'${nav.name}' is single-valued and takes no key`);
@@ -601,6 +603,16 @@ export class ODataProcessor {
   }
 
   /** Associates or dissociates two records through a collection-valued navigation. */
+  /**
+   * What writing a link through `entity`'s navigation takes: a lookup is written on the record that holds
+   * it (Write, Append) and points at the other (AppendTo); a many-to-many link takes Append and AppendTo.
+   */
+  private refWritePrivileges(entity: EntityModel, nav: NavigationModel): string[] {
+    if (nav.kind === "single") return [this.priv("Write", entity), this.priv("Append", entity), this.priv("AppendTo", nav.target)];
+    if (nav.intersect) return [this.priv("Append", entity), this.priv("AppendTo", nav.target)];
+    return [this.priv("Write", nav.target), this.priv("Append", nav.target), this.priv("AppendTo", entity)];
+  }
+
   private async link(ctx: RequestContext, entity: EntityModel, provider: DataProvider, targetProvider: DataProvider, id: string, nav: NavigationModel, targetId: string, associate: boolean, privileges: string[]): Promise<ODataResponse> {
     if (nav.intersect) {
       await this.require(ctx, privileges);
@@ -611,7 +623,7 @@ export class ODataProcessor {
       return { status: 204, headers: { "OData-Version": "4.0" } };
     }
     // One-to-many: the link is the lookup on the related record.
-    await this.require(ctx, [this.priv("Write", nav.target), this.priv("Append", nav.target), this.priv("AppendTo", entity)]);
+    await this.require(ctx, this.refWritePrivileges(entity, nav));
     if (!associate) {
       const row = await targetProvider.retrieve(nav.target, targetId, [nav.lookup!]);
       if (row?.[nav.lookup!.logicalName] !== id) throw notFound(`${nav.target.logicalName} ${targetId} is not linked to ${entity.logicalName} ${id}`);
@@ -1046,11 +1058,16 @@ export class ODataProcessor {
       if (!nav) throw validationError(`'${navName}@odata.bind': ${entity.logicalName} has no navigation property '${navName}'`);
       if (nav.kind !== "single") throw notImplemented(`'${navName}@odata.bind': binding collection-valued navigation properties is not supported yet`);
       if (mode === "create" ? !nav.lookup!.isCreatable : !nav.lookup!.isUpdatable) throw validationError(`The lookup '${nav.lookup!.logicalName}' cannot be set on ${mode}`);
+      // Linking and unlinking take Append and AppendTo, as DELETE …/$ref does; checked before the target is
+      // looked up, so a caller without them does not learn which ids exist.
+      const linkPrivileges = [this.priv("Append", entity), this.priv("AppendTo", nav.target)];
       if (ref === null) {
         if (mode === "create") throw validationError(`'${navName}@odata.bind' must reference a record, not null`);
         values[nav.lookup!.logicalName] = null;
+        privileges.push(...linkPrivileges);
         continue;
       }
+      await this.require(ctx, linkPrivileges);
       if (typeof ref !== "string") throw validationError(`'${navName}@odata.bind' must be a string like '/${nav.target.entitySetName}(<id>)'`);
       const m = /^(?:.*\/)?([A-Za-z_][A-Za-z0-9_]*)\(([^)]*)\)$/.exec(ref);
       if (!m || m[1] !== nav.target.entitySetName) throw validationError(`'${navName}@odata.bind' must reference ${nav.target.entitySetName}, as '/${nav.target.entitySetName}(<id>)', not '${ref}'`);
@@ -1063,7 +1080,7 @@ export class ODataProcessor {
       const exists = await targetProvider.retrieve(nav.target, id, [nav.target.primaryId]);
       if (!exists) throw validationError(`'${navName}@odata.bind': ${nav.target.logicalName} with id ${id} does not exist`);
       values[nav.lookup!.logicalName] = id;
-      privileges.push(this.priv("Append", entity), this.priv("AppendTo", nav.target));
+      privileges.push(...linkPrivileges);
     }
     return { values, privileges };
   }

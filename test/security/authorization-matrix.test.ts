@@ -716,6 +716,28 @@ describe.each(STORE_KINDS)("authorization matrix (%s)", (kind: StoreKind) => {
     await s.unassignRole(app.userId, roleId);
   });
 
+  describe("no existence oracle", () => {
+    it("link writes and binds are refused for missing privileges before any id is looked up: the same 403 for ids that exist and ids that do not", async () => {
+      const app = await caller();
+      await s.assignRole(app.userId, await s.createRole(`writer ${randomUUID()}`, [prv("Read", CANDIDATE), prv("Write", CANDIDATE)]));
+      const candidateId = await env.newCandidate();
+      const workerId = await env.newWorker();
+      const ghost = randomUUID();
+      const attempts = (target: string) => [
+        app.call("POST", `${WORKERS}(${target})/${WORKER_CANDIDATES}/$ref`, { body: { "@odata.id": `${ROOT}/${CANDIDATES}(${candidateId})` } }),
+        app.call("PUT", `${CANDIDATES}(${candidateId})/${WORKER_LOOKUP}/$ref`, { body: { "@odata.id": `${ROOT}/${WORKERS}(${target})` } }),
+        app.call("PATCH", `${CANDIDATES}(${candidateId})`, { body: { [`${WORKER_LOOKUP}@odata.bind`]: `/${WORKERS}(${target})` } }),
+      ];
+      const existing = await Promise.all(attempts(workerId));
+      const missing = await Promise.all(attempts(ghost));
+      for (const [i, r] of [...existing, ...missing].entries()) {
+        expect(r.status, `attempt ${i}: ${r.body}`).toBe(403);
+        expect(json(r).error.message).not.toContain(ghost);
+      }
+      expect(existing.map((r) => json(r).error.message)).toEqual(missing.map((r) => json(r).error.message));
+    });
+  });
+
   describe("formatted values of lookups", () => {
     it("name the referenced row only for callers who may read its entity, on pages, single reads and writes", async () => {
       const { candidateId, workerId } = await linkedCandidate(env);
