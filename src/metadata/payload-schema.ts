@@ -31,7 +31,7 @@ function attributeSchema(a: AttributeModel, mode: WriteMode): Record<string, unk
   switch (a.type) {
     case "String":
     case "Memo": {
-      const s: Record<string, unknown> = { type: "string", maxLength: d.MaxLength };
+      const s: Record<string, unknown> = { type: "string", maxUtf16Length: d.MaxLength };
       if (a.isRequiredOnCreate || d.RequiredLevel === "ApplicationRequired" || d.RequiredLevel === "SystemRequired") s.minLength = 1;
       if (d.Format === "Email") s.format = "email";
       if (d.Format === "Url") s.format = "uri";
@@ -70,18 +70,29 @@ export const MIN_DATE = "1753-01-01";
 export const MAX_DATE = "9999-12-31";
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 // Seconds up to 59: a leap second (:60) has no JavaScript or PostgreSQL instant of its own.
-const DATE_TIME = /^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$/i;
+// "T" or a space between date and time, and offsets with or without a colon, as RFC 3339 readers take them.
+const DATE_TIME = /^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)$/i;
 
-/** A real calendar date whose instant (after its offset) lies in Dataverse's range. */
-function inDateRange(datePart: string, instantText: string): boolean {
-  const [y, m, d] = datePart.split("-").map(Number) as [number, number, number];
-  const calendar = new Date(Date.UTC(2000, m - 1, d));
-  if (m < 1 || m > 12 || calendar.getUTCMonth() !== m - 1 || calendar.getUTCDate() !== d) return false;
-  if (m === 2 && d === 29 && !(y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0))) return false;
-  const instant = Date.parse(instantText.toUpperCase());
+/** A date that exists in the (proleptic Gregorian) calendar: not 2021-02-29 or 2024-04-31. */
+function isCalendarDate(date: string): boolean {
+  const [y, m, d] = date.split("-").map(Number) as [number, number, number];
+  if (m < 1 || m > 12 || d < 1) return false;
+  const days = [31, y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]!;
+  return d <= days;
+}
+
+/** Whether a date-time's instant falls on a UTC day in Dataverse's range (what is stored is the UTC instant). */
+function utcDayInRange(text: string): boolean {
+  const instant = toInstant(text);
   if (Number.isNaN(instant)) return false;
-  const utcDay = new Date(instant).toISOString().slice(0, 10);
-  return utcDay >= MIN_DATE && utcDay <= MAX_DATE && datePart >= MIN_DATE && datePart <= MAX_DATE;
+  const day = new Date(instant).toISOString().slice(0, 10);
+  return day >= MIN_DATE && day <= MAX_DATE;
+}
+
+/** Milliseconds of an RFC 3339 date-time (with "T" or a space, offset with or without a colon). */
+export function toInstant(text: string): number {
+  const t = text.toUpperCase().replace(" ", "T").replace(/([+-]\d\d)(\d\d)$/, "$1:$2");
+  return Date.parse(t);
 }
 
 const validators = new WeakMap<EntityModel, Partial<Record<WriteMode, ValidateFunction>>>();
@@ -89,11 +100,12 @@ let ajv: Ajv | undefined;
 
 function payloadAjv(): Ajv {
   if (!ajv) {
-    // unicode: false — lengths in UTF-16 code units, as Dataverse (SQL Server nvarchar) counts MaxLength.
-    ajv = new Ajv({ allErrors: false, strict: false, unicode: false });
+    ajv = new Ajv({ allErrors: false, strict: false });
+    // MaxLength in UTF-16 code units, as Dataverse (SQL Server nvarchar) counts it; maxLength counts code points.
+    ajv.addKeyword({ keyword: "maxUtf16Length", type: "string", schemaType: "number", validate: (max: number, value: string) => value.length <= max });
     addFormats(ajv);
-    ajv.addFormat("dataverse-date", { type: "string", validate: (v: string) => DATE.test(v) && inDateRange(v, `${v}T00:00:00Z`) });
-    ajv.addFormat("dataverse-date-time", { type: "string", validate: (v: string) => DATE_TIME.test(v) && inDateRange(v.slice(0, 10), v) });
+    ajv.addFormat("dataverse-date", { type: "string", validate: (v: string) => DATE.test(v) && isCalendarDate(v) && v >= MIN_DATE && v <= MAX_DATE });
+    ajv.addFormat("dataverse-date-time", { type: "string", validate: (v: string) => DATE_TIME.test(v) && isCalendarDate(v.slice(0, 10)) && utcDayInRange(v) });
     ajv.addKeyword({
       keyword: "decimalPlaces",
       type: "number",
@@ -142,7 +154,7 @@ export function describeViolation(entity: EntityModel, mode: WriteMode, errors: 
   if (e.keyword === "format" && (e.params as { format: string }).format === "email") detail = "must be a valid e-mail address";
   if (e.keyword === "format" && (e.params as { format: string }).format === "dataverse-date") detail = `must be a date (YYYY-MM-DD) from ${MIN_DATE} to ${MAX_DATE}`;
   if (e.keyword === "format" && (e.params as { format: string }).format === "dataverse-date-time") detail = `must be a date and time with an offset (YYYY-MM-DDThh:mm:ssZ) from ${MIN_DATE} to ${MAX_DATE} in UTC`;
-  if (e.keyword === "maxLength" && attr) detail = `must be at most ${attr.def.MaxLength} characters long`;
+  if ((e.keyword === "maxLength" || e.keyword === "maxUtf16Length") && attr) detail = `must be at most ${attr.def.MaxLength} characters long`;
   if (e.keyword === "enum" && attr?.options) detail = `must be one of the option values ${[...attr.options.keys()].join(", ")}`;
   if (e.keyword === "minLength") detail = "must not be empty";
   return { field, message: `The value of '${field}' is invalid: it ${detail}` };

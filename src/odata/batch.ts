@@ -111,11 +111,14 @@ export function parseBatch(contentType: string, body: string): ParsedBatch {
       } else parts.push(parseHttpPart(raw, parts.length));
       if (parts.length > MAX_BATCH_REQUESTS) throw badRequest(`A batch may hold at most ${MAX_BATCH_REQUESTS} requests`);
     }
+    // A Content-ID names one request of its change set (OData 4.0 scopes references to the change set):
+    // the same id twice in one change set would make a $<id> reference ambiguous.
     const seen = new Set<string>();
     for (const [i, p] of parts.entries()) {
       if (p.contentId === undefined) continue;
-      if (seen.has(p.contentId)) throw badRequest(`Batch part ${i + 1}: the Content-ID '${p.contentId}' is used twice; a $${p.contentId} reference would be ambiguous`);
-      seen.add(p.contentId);
+      const key = `${p.group ?? ""}\u0000${p.contentId}`;
+      if (seen.has(key)) throw badRequest(`Batch part ${i + 1}: the Content-ID '${p.contentId}' is used twice in one ${p.group ? "change set" : "batch"}; a $${p.contentId} reference would be ambiguous`);
+      seen.add(key);
     }
     return { format: "multipart", parts, boundary };
   }
@@ -191,9 +194,10 @@ export function resolveReferences(part: { url: string; body?: string }, created:
 
 /**
  * Normalizes a part's URL (absolute, absolute path, or relative to the service root) to a path and query.
- * An absolute URL must name this service's host: a batch is not a way to reach another one.
+ * An absolute URL must name one of this service's hosts (`hosts`, lower case, as URL.host writes them): a
+ * batch is not a way to reach another service.
  */
-export function partUrl(url: string, rootPath: string, host: string | undefined): string {
+export function partUrl(url: string, rootPath: string, hosts: readonly string[] | undefined): string {
   if (/^https?:\/\//i.test(url)) {
     let u: URL;
     try {
@@ -201,7 +205,7 @@ export function partUrl(url: string, rootPath: string, host: string | undefined)
     } catch {
       throw badRequest(`The batch request URL '${url}' is not a valid URL`);
     }
-    if (host !== undefined && u.host.toLowerCase() !== host.toLowerCase()) throw badRequest(`The batch request URL '${url}' names another host than this service (${host})`);
+    if (hosts !== undefined && !hosts.includes(u.host.toLowerCase())) throw badRequest(`The batch request URL '${url}' names another host than this service (${hosts[0]})`);
     return u.pathname + u.search;
   }
   if (url.startsWith("/")) return url;
@@ -264,3 +268,23 @@ export function jsonResponse(results: BatchResult[]): string {
 }
 
 export type { ODataRequest };
+
+/** The hosts a batch's absolute part URLs may name: the service root's, and the request's Host and X-Forwarded-Host, default ports or not. */
+export function serviceHosts(root: string, headers: readonly (string | undefined)[]): string[] {
+  const hosts = new Set<string>();
+  const add = (u: string) => {
+    try {
+      hosts.add(new URL(u).host.toLowerCase());
+    } catch {
+      // not a host: nothing to allow
+    }
+  };
+  add(root);
+  for (const h of headers) {
+    for (const one of (h ?? "").split(",").map((x) => x.trim()).filter(Boolean)) {
+      add(`http://${one}`);
+      add(`https://${one}`);
+    }
+  }
+  return [...hosts];
+}

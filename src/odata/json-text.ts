@@ -1,7 +1,8 @@
 /**
  * What JSON.parse hides in a request body's text: a property name given twice in one object (JSON.parse
  * keeps the last, so the first value is never validated), and where entity references sit, so a batch's
- * `$<Content-ID>` references are resolved there and nowhere else. Runs on text JSON.parse has accepted.
+ * `$<Content-ID>` references are resolved there and nowhere else. The scanner runs only on text JSON.parse
+ * has accepted; it still stops at the end of the text, whatever it finds.
  */
 
 /** A string value in the text: [start, end) of its quoted form, and its decoded value. */
@@ -35,6 +36,12 @@ export function structuralProblemOf(text: string): string | undefined {
  */
 export function resolveBodyReferences(text: string, resolve: (id: string) => string | undefined): string {
   if (!text.includes("$")) return text;
+  // Only JSON has references; anything else is left for the request itself to refuse.
+  try {
+    JSON.parse(text);
+  } catch {
+    return text;
+  }
   let out = "";
   let last = 0;
   const found = scan(text);
@@ -89,6 +96,7 @@ function scan(text: string): Scan {
       }
       for (;;) {
         ws();
+        if (i >= text.length) throw STOP;
         const name = string();
         if (names.has(name.value)) result.duplicate ??= { name: name.value, position: name.start };
         names.add(name.value);
@@ -107,6 +115,7 @@ function scan(text: string): Scan {
         return;
       }
       for (;;) {
+        if (i >= text.length) throw STOP;
         value(key, depth + 1);
         ws();
         if (text[i++] === "]") return;

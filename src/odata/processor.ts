@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { AttributeModel, EntityModel, Model, NavigationModel } from "../metadata/model.js";
 import type { MetadataService } from "../metadata/metadata-service.js";
-import { describeViolation, payloadValidator, type WriteMode } from "../metadata/payload-schema.js";
+import { describeViolation, payloadValidator, toInstant, type WriteMode } from "../metadata/payload-schema.js";
 import { unsupportedConstruct, type DataProvider, type Row, type WriteContext } from "../providers/data-provider.js";
 import type { ProviderRegistry } from "../providers/provider-registry.js";
 import { METADATA_PRIVILEGES, privilegeName, writeContextOf, type Caller, type Right, type SecurityPolicy } from "../security/access.js";
@@ -10,7 +10,7 @@ import { JOINED_PREFIX, type BoundExpression, type BoundQuery } from "./bound.js
 import { inputErrorOf } from "../store/executor.js";
 import { bindExpand, expandClauses, expandContext, expandInteger, expandOptions, type ExpandItem } from "./expand.js";
 import { structuralProblemOf } from "./json-text.js";
-import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences, type BatchPart, type BatchResult } from "./batch.js";
+import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences, serviceHosts, type BatchPart, type BatchResult } from "./batch.js";
 import { csdlJson, csdlXml } from "./csdl.js";
 import { badRequest, ErrorCodes, methodNotAllowed, notFound, notImplemented, ODataError, preconditionFailed, validationError } from "./errors.js";
 import { queryInMemory } from "./in-memory-evaluator.js";
@@ -1049,7 +1049,7 @@ export class ODataProcessor {
     }
     for (const [k, v] of Object.entries(values)) {
       const attr = entity.attributes.get(k)!;
-      if (attr.edmType === "Edm.DateTimeOffset" && typeof v === "string") values[k] = new Date(v).toISOString();
+      if (attr.edmType === "Edm.DateTimeOffset" && typeof v === "string") values[k] = new Date(toInstant(v)).toISOString();
       if (attr.edmType === "Edm.Guid" && typeof v === "string") values[k] = v.toLowerCase();
     }
     const privileges: string[] = [];
@@ -1272,6 +1272,8 @@ export class ODataProcessor {
     let version = Array.isArray(matching) && matching.length === 1 ? matching[0] : undefined;
     const versionAttribute = entity.attributes.get("versionnumber");
     if (versionAttribute && ((Array.isArray(matching) && matching.length > 1) || Array.isArray(notMatching))) {
+      // Comparing ETags reads the record's version: only for callers who may read it.
+      await this.require(ctx, [this.priv("Read", entity)]);
       const current = (await provider.retrieve(entity, id, [entity.primaryId, versionAttribute]))?.versionnumber as number | undefined;
       if (current !== undefined && current !== null) {
         if (Array.isArray(matching) && !matching.includes(current)) throw preconditionFailed(`The ${entity.logicalName} record ${id} is at version ${current}, which If-Match '${ifMatch}' does not name; nothing was changed`);
@@ -1357,7 +1359,12 @@ export class ODataProcessor {
     parseQueryOptions(ctx.query, new Set());
     await this.require(ctx, [this.priv("Delete", entity)]);
     if (!provider.capabilities(entity).delete) throw notImplemented(`The data provider of ${entity.logicalName} does not support deleting records`);
-    const { version } = await this.writeCondition(ctx, entity, provider, id);
+    const { version, createOnly } = await this.writeCondition(ctx, entity, provider, id);
+    if (createOnly) {
+      // If-None-Match: * lets a request act only where there is no record: a DELETE never can.
+      if (await provider.retrieve(entity, id, [entity.primaryId])) throw preconditionFailed(`A record with id ${id} exists in ${entity.logicalName}, and If-None-Match: * asks for none; nothing was deleted`);
+      throw notFound(`${entity.logicalName} With Id = ${id} Does Not Exist`);
+    }
     // The record goes with its links (Dataverse's RemoveLink): lookups to it are cleared, many-to-many rows deleted.
     return provider.transaction(async () => {
       await this.options.operations.hooks.get(entity.logicalName)?.beforeDelete?.(id);
@@ -1397,7 +1404,7 @@ export class ODataProcessor {
     parseQueryOptions(ctx.query, new Set());
     const contentType = header(ctx.request, "content-type") ?? "";
     const raw = ctx.request.body;
-    const text = raw === undefined ? "" : typeof raw === "string" ? raw : Buffer.isBuffer(raw) ? raw.toString("utf8") : JSON.stringify(raw);
+    const text = raw === undefined ? "" : typeof raw === "string" ? raw : Buffer.isBuffer(raw) ? utf8Text(raw) : JSON.stringify(raw);
     if (text.trim() === "") throw badRequest("The $batch body is empty");
     const parsed = parseBatch(contentType, text);
     const results: BatchResult[] = [];
@@ -1468,7 +1475,7 @@ export class ODataProcessor {
     const resolved = resolveReferences(part, created);
     let url: string;
     try {
-      url = partUrl(resolved.url, this.rootPath, header(ctx.request, "host"));
+      url = partUrl(resolved.url, this.rootPath, serviceHosts(ctx.root, [header(ctx.request, "host"), header(ctx.request, "x-forwarded-host")]));
     } catch (e) {
       return this.errorResponse(e); // this part's answer, like any other refusal of one request
     }

@@ -39,6 +39,8 @@ export const INTERNAL_ISSUER = "urn:virtual-entity-provider";
 const MAX_FAILURE_RECORDS = 10_000;
 /** One network address may fail this many times the per-client limit, across all client ids, per window. */
 const SOURCE_FAILURE_FACTOR = 10;
+/** One client may fail this many times the per-address limit, from all addresses together, per window. */
+const CLIENT_FAILURE_FACTOR = 5;
 /** Secrets are 16 to this many characters; longer ones are refused without hashing. */
 export const MAX_SECRET_LENGTH = 512;
 export const INTERNAL_AUDIENCE = "urn:virtual-entity-provider:api";
@@ -48,8 +50,14 @@ export interface TokenAuthOptions {
   tokenLifetimeSeconds?: number;
   /** Trusted outside issuers (Microsoft Entra ID…): tokens with this `iss` are verified with these keys. */
   external?: { issuer: string; audience: string | string[]; jwksUrl?: string; keys?: JWK[] }[];
-  /** Failed token requests per client allowed in `throttleWindowSeconds` before 429 (5 in 60 s). */
+  /**
+   * Failed token requests allowed in `throttleWindowSeconds` (60) before 429: `maxFailures` (5) per client
+   * from one network address, five times that per client from all addresses together, and
+   * `maxFailuresPerAddress` (50) per address across all client ids; 0 turns the last off (behind a reverse
+   * proxy every caller has the proxy's address).
+   */
   maxFailures?: number;
+  maxFailuresPerAddress?: number;
   throttleWindowSeconds?: number;
   /**
    * Where clients get tokens, announced in the 401 challenge as Dataverse does (`authorization_uri`), so
@@ -483,6 +491,12 @@ export class SecurityService implements SecurityPolicy {
     return rows[0] ? String(rows[0].id).toLowerCase() : undefined;
   }
 
+  private recordFailure(key: string, at: number): void {
+    const times = this.failures.get(key);
+    if (times) times.push(at);
+    else this.failures.set(key, [at]);
+  }
+
   /** Seconds to wait before `key` may try again (0: now); its failures in the sliding window are kept. */
   private throttled(key: string, max: number): number {
     const now = Date.now();
@@ -516,14 +530,19 @@ export class SecurityService implements SecurityPolicy {
    */
   async issueToken(clientId: string, clientSecret: string, source?: string): Promise<{ status: number; body: Record<string, unknown>; headers?: Record<string, string> }> {
     const lock = this.options.maxFailures ?? 5;
-    const clientKey = source === undefined ? clientId : `${clientId}\u0000${source}`;
-    const sourceKey = source === undefined ? undefined : `\u0000${source}`;
-    const wait = Math.max(this.throttled(clientKey, lock), sourceKey === undefined ? 0 : this.throttled(sourceKey, lock * SOURCE_FAILURE_FACTOR));
+    const perAddress = this.options.maxFailuresPerAddress ?? lock * SOURCE_FAILURE_FACTOR;
+    // Each key with the failures it may hold: the client from this address, the client from anywhere
+    // (bounds guessing spread over many addresses), and this address for any client (bounds sprays of ids).
+    const keys: [string, number][] = [[source === undefined ? clientId : `${clientId}\u0000${source}`, lock]];
+    if (source !== undefined) {
+      keys.push([`${clientId}\u0000*`, lock * CLIENT_FAILURE_FACTOR]);
+      if (perAddress > 0) keys.push([`\u0000${source}`, perAddress]);
+    }
+    const wait = Math.max(...keys.map(([key, max]) => this.throttled(key, max)));
     if (wait > 0) return { status: 429, body: { error: "invalid_client", error_description: `Too many failed attempts for this client; retry in ${wait} s` }, headers: { "Retry-After": String(wait) } };
     // Counted as a failure until it succeeds, so simultaneous guesses cannot all slip past the limit.
     const attempt = Date.now();
-    this.failures.get(clientKey)!.push(attempt);
-    if (sourceKey !== undefined) this.failures.get(sourceKey)!.push(attempt);
+    for (const [key] of keys) this.recordFailure(key, attempt);
     const failed = { status: 401, body: { error: "invalid_client", error_description: "Client authentication failed" }, headers: { "WWW-Authenticate": 'Basic realm="virtual-entity-provider"' } };
     // Longer than any id or secret this service issues: refused before any hashing, whoever the client is.
     if (clientId.length > 100 || clientSecret.length > MAX_SECRET_LENGTH) return failed;
@@ -532,7 +551,7 @@ export class SecurityService implements SecurityPolicy {
     const stored = rows[0]?.secrethash ?? (await (this.unknownClientHash ??= this.hash("not-a-client")));
     const ok = (await this.matches(clientSecret, stored)) && rows.length > 0;
     if (!ok) return failed;
-    this.failures.delete(clientKey);
+    this.failures.delete(keys[0]![0]);
     const token = await new SignJWT({ appid: clientId, azp: clientId })
       .setProtectedHeader({ alg: "HS256", kid: this.signingKey!.kid, typ: "JWT" })
       .setIssuer(INTERNAL_ISSUER)

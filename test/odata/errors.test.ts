@@ -449,6 +449,14 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
       expect((await req("DELETE", `new_items(${id})`, { headers: { "If-Match": `${tag(v1)}, ${tag(v3)}` } })).status).toBe(204);
     });
 
+    it("DELETE with If-None-Match: * never deletes (412 for a record that exists, 404 for one that does not)", async () => {
+      const id = json(await req("POST", "new_items", { body: { new_name: "keep" }, headers: { Prefer: "return=representation" } })).new_itemid;
+      expectError(await req("DELETE", `new_items(${id})`, { headers: { "If-None-Match": "*" } }), 412, /If-None-Match/);
+      expect((await req("GET", `new_items(${id})`)).status).toBe(200);
+      expectError(await req("DELETE", `new_items(${MISSING})`, { headers: { "If-None-Match": "*" } }), 404, /Does Not Exist/);
+      expect((await req("DELETE", `new_items(${id})`)).status).toBe(204);
+    });
+
     it("If-Match on a missing row is a 404 and creates nothing (no upsert)", async () => {
       const id = "00000000-0000-0000-0000-0000000000aa";
       for (const ifMatch of ["*", 'W/"1"']) {
@@ -560,10 +568,20 @@ describe.each(STORE_KINDS)("OData errors and basics (%s)", (kind: StoreKind) => 
     });
 
     it("takes dates at both ends of Dataverse's range, and reads years before 100 as written when a source holds them", async () => {
-      for (const [when, day] of [["1753-01-01T00:00:00Z", "1753-01-01"], ["9999-12-31T23:59:59.999Z", "9999-12-31"], ["2024-02-29T12:00:00+14:00", "2024-02-29"]]) {
+      const cases: [string, string, string][] = [
+        ["1753-01-01T00:00:00Z", "1753-01-01", "1753-01-01T00:00:00.000Z"],
+        ["9999-12-31T23:59:59.999Z", "9999-12-31", "9999-12-31T23:59:59.999Z"],
+        ["2024-02-29T12:00:00+14:00", "2024-02-29", "2024-02-28T22:00:00.000Z"],
+        // In range as an instant (what is stored), though its local date is not.
+        ["1752-12-31T23:30:00-01:00", "2000-01-01", "1753-01-01T00:30:00.000Z"],
+        // A space for the T and an offset without a colon, as RFC 3339 readers take them.
+        ["2024-05-01 10:00:00Z", "2000-01-01", "2024-05-01T10:00:00.000Z"],
+        ["2024-05-01T10:00:00+0200", "2000-01-01", "2024-05-01T08:00:00.000Z"],
+      ];
+      for (const [when, day, utc] of cases) {
         const r = await req("PATCH", `new_items(${ids.item})`, { body: { new_when: when, new_day: day }, headers: { Prefer: "return=representation" } });
-        expect(r.status, r.body).toBe(200);
-        expect(new Date(json(r).new_when).getTime()).toBe(new Date(when).getTime());
+        expect(r.status, `${when}: ${r.body}`).toBe(200);
+        expect(new Date(json(r).new_when).toISOString(), when).toBe(utc);
         expect(json(r).new_day).toBe(day);
       }
       // Older rows of a source can hold years the API refuses; they must still read back as they are.

@@ -256,6 +256,21 @@ describe("authentication (sqlite)", () => {
       expect((await security.issueToken(victim.clientId, victim.secret, "192.0.2.2")).status).toBe(200);
     });
 
+    it("bounds guessing spread over many addresses: 25 failures for one client from anywhere lock it for everyone", async () => {
+      const security = s.service.security!;
+      const victim = await security.addClient(`spread-${randomUUID().slice(0, 8)}`);
+      for (let i = 0; i < 25; i++) expect((await security.issueToken(victim.clientId, `guess-number-${i}-of-many`, `10.1.0.${i}`)).status, `guess ${i}`).toBe(401);
+      expect((await security.issueToken(victim.clientId, victim.secret, "10.1.0.200")).status).toBe(429);
+    });
+
+    it("a full throttle memory never fails a token request (no 500), from a known or a new address", async () => {
+      const security = s.service.security!;
+      const client = await security.addClient(`after-flood-${randomUUID().slice(0, 8)}`);
+      for (let i = 0; i < 4000; i++) await security.issueToken(`flood-${i}`, "x".repeat(600), `10.2.${i >> 8}.${i & 255}`);
+      expect((await security.issueToken(client.clientId, client.secret, "10.3.0.1")).status).toBe(200);
+      expect((await security.issueToken(client.clientId, "a-wrong-secret-of-length", "10.3.0.2")).status).toBe(401);
+    });
+
     it("keeps a locked client locked when a spray of other ids fills the throttle's memory", async () => {
       const security = s.service.security!;
       const target = `locked-${randomUUID().slice(0, 8)}`;

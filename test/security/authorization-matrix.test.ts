@@ -736,6 +736,16 @@ describe.each(STORE_KINDS)("authorization matrix (%s)", (kind: StoreKind) => {
       }
       expect(existing.map((r) => json(r).error.message)).toEqual(missing.map((r) => json(r).error.message));
     });
+
+    it("ETag lists are compared only for callers who may read the record (no version told to others)", async () => {
+      const app = await caller();
+      await s.assignRole(app.userId, await s.createRole(`writer only ${randomUUID()}`, [prv("Write", CANDIDATE)]));
+      const candidateId = await env.newCandidate();
+      for (const headers of [{ "If-None-Match": 'W/"1", W/"2"' }, { "If-Match": 'W/"7", W/"8"' }] as Record<string, string>[]) {
+        const r = await app.call("PATCH", `${CANDIDATES}(${candidateId})`, { body: { mshr_jobtitle: "x" }, headers });
+        expectMissingPrivilege(r, prv("Read", CANDIDATE), app.userId);
+      }
+    });
   });
 
   describe("formatted values of lookups", () => {
