@@ -191,6 +191,8 @@ export class VirtualEntityService {
   }
 
   async close(): Promise<void> {
+    // Privileges of the last definitions are written after the change; let them land before the store goes.
+    await this.security?.ready();
     await this.store.close();
   }
 }

@@ -65,7 +65,8 @@ export class VirtualEntityCatalog {
 
   static async open(store: Store, metadata: MetadataService, provider: SqlDataProvider): Promise<VirtualEntityCatalog> {
     const catalog = new VirtualEntityCatalog(store, metadata, provider);
-    if (!metadata.model.entities.has(CATALOG_ENTITY)) await metadata.defineEntity(CATALOG_ENTITY_DEFINITION);
+    if (!metadata.model.entities.has(CATALOG_ENTITY)) await metadata.apply({ entities: [CATALOG_ENTITY_DEFINITION] }, { builtIn: true });
+    metadata.reserveBuiltIn([CATALOG_ENTITY]);
     for (const s of await metadata.repository.list<SourceDefinition>("source")) catalog.sources.set(s.PhysicalName.toLowerCase(), s);
     if (catalog.sources.size) await store.syncTables([...catalog.sources.values()].map(sourceTableOf));
     return catalog;

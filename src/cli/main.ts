@@ -11,7 +11,7 @@ const USAGE = `vep — Dataverse-style virtual entity provider
 Usage:
   vep serve [--port 5555] [--host 127.0.0.1] [--database ./data/vep.sqlite]
       Serves the OData Web API with the LinkedIn Talent Hub entities generated.
-  vep clients add --client-id <id> [--name <name>] [--role <role name>]… [--database …]
+  vep clients add --client-id <id> [--name <name>] [--role <role name>]… [--rotate-secret] [--database …]
       Registers a client of POST /oauth2/token and its application user; prints the secret once.
   vep catalog list [--database …]
       Lists the sources that can become virtual entities.
@@ -89,11 +89,14 @@ async function firstRunAdmin(service: VirtualEntityService, database: string): P
 async function clients(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
   if (sub !== "add") throw new Error(`Unknown clients command '${sub ?? ""}'\n${USAGE}`);
-  const { values } = parseArgs({ args: rest, options: { database: { type: "string" }, "client-id": { type: "string" }, name: { type: "string" }, role: { type: "string", multiple: true } } });
+  const { values } = parseArgs({ args: rest, options: { database: { type: "string" }, "client-id": { type: "string" }, name: { type: "string" }, role: { type: "string", multiple: true }, "rotate-secret": { type: "boolean" } } });
   const clientId = values["client-id"];
   if (!clientId) throw new Error("clients add needs --client-id");
   await withService(databaseOf(values.database), async (service) => {
     const security = service.security!;
+    if ((await security.hasClient(clientId)) && !values["rotate-secret"]) {
+      throw new Error(`The client '${clientId}' exists already; pass --rotate-secret to give it a new secret (its current one stops working)`);
+    }
     const roleIds: string[] = [];
     for (const name of values.role ?? []) {
       const id = await security.roleIdByName(name);

@@ -1,3 +1,4 @@
+import { DefinitionError } from "./schema-validation.js";
 import type { Store } from "../store/store.js";
 import { AsyncLock } from "../store/executor.js";
 import { intersectTablesOf, tableOf } from "../store/entity-tables.js";
@@ -27,6 +28,8 @@ export class MetadataService {
   private current: Model;
   private readonly lock = new AsyncLock();
   private readonly listeners = new Set<(model: Model) => void>();
+  /** Entities the service itself defines (users, roles, the catalog): not to be redefined or removed by callers. */
+  private readonly builtIn = new Set<string>();
   readonly repository: MetadataRepository;
 
   private constructor(
@@ -57,8 +60,36 @@ export class MetadataService {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * A table belongs to one entity: a new or changed entity with a table of its own may not take another
+   * entity's table or one the store keeps for itself (definitions, sequences, role privileges, sources).
+   */
+  private checkTables(old: Model, next: Model, change: MetadataChange): void {
+    const owners = new Map<string, string>();
+    for (const e of next.entities.values()) {
+      if (!hasOwnTable(e.def)) continue;
+      const table = e.table.toLowerCase();
+      const other = owners.get(table);
+      if (other) throw new DefinitionError(`The entities '${other}' and '${e.logicalName}' would share the table '${e.table}'`);
+      owners.set(table, e.logicalName);
+    }
+    const known = new Set(this.tablesOf(old).map((t) => t.name.toLowerCase()));
+    const storeTables = this.store.tableNames();
+    for (const def of change.entities ?? []) {
+      const e = next.entities.get(def.LogicalName);
+      if (!e || !hasOwnTable(e.def)) continue;
+      const table = e.table.toLowerCase();
+      if (storeTables.has(table) && !known.has(table)) throw new DefinitionError(`The entity '${e.logicalName}' cannot use the table '${e.table}': the store keeps it for something else`);
+    }
+  }
+
   private tablesOf(model: Model) {
     return [...[...model.entities.values()].filter((e) => hasOwnTable(e.def)).map(tableOf), ...intersectTablesOf(model)];
+  }
+
+  /** Marks entities as the service's own: only `apply(…, { builtIn: true })` may change them. */
+  reserveBuiltIn(logicalNames: readonly string[]): void {
+    for (const n of logicalNames) this.builtIn.add(n);
   }
 
   defineEntity(def: EntityDefinition): Promise<Model> {
@@ -75,9 +106,14 @@ export class MetadataService {
    * Applies a set of changes as one: every definition is validated and the whole model cross-checked
    * before anything is written; tables are changed, then the definitions saved. On failure nothing stays.
    */
-  apply(change: MetadataChange): Promise<Model> {
+  apply(change: MetadataChange, options: { builtIn?: boolean } = {}): Promise<Model> {
     return this.lock.run(async () => {
       const old = this.current;
+      if (!options.builtIn) {
+        for (const name of [...(change.entities ?? []).map((e) => e.LogicalName), ...(change.removeEntities ?? [])]) {
+          if (this.builtIn.has(name)) throw new DefinitionError(`'${name}' is a built-in entity of the service: it cannot be redefined or removed`);
+        }
+      }
       const entities = new Map([...old.entities.values()].map((e) => [e.logicalName, e.def]));
       const relationships = new Map(old.relationships);
       const optionSets = new Map(old.optionSets);
@@ -88,6 +124,7 @@ export class MetadataService {
       for (const r of change.relationships ?? []) relationships.set(r.SchemaName, normalizeRelationshipDefinition(r, relationships.get(r.SchemaName)));
       const next = new Model([...entities.values()], [...relationships.values()], [...optionSets.values()], this.reservedSetNames);
 
+      this.checkTables(old, next, change);
       const before = new Map(this.tablesOf(old).map((t) => [t.name, JSON.stringify(t)]));
       const changedTables = this.tablesOf(next).filter((t) => before.get(t.name) !== JSON.stringify(t));
       if (changedTables.length) await this.store.syncTables(changedTables);

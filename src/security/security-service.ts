@@ -140,7 +140,8 @@ export class SecurityService implements SecurityPolicy {
     const missing = SECURITY_ENTITIES.filter((e) => !metadata.model.entities.has(e.LogicalName));
     const missingRelationships = SECURITY_RELATIONSHIPS.filter((r) => !metadata.model.relationships.has(r.SchemaName));
     const hardened = hardenedSecurityEntities(metadata.model);
-    if (missing.length || missingRelationships.length || hardened.length) await metadata.apply({ entities: [...missing, ...hardened], relationships: [...missingRelationships] });
+    if (missing.length || missingRelationships.length || hardened.length) await metadata.apply({ entities: [...missing, ...hardened], relationships: [...missingRelationships] }, { builtIn: true });
+    metadata.reserveBuiltIn(SECURITY_ENTITIES.map((e) => e.LogicalName));
     await service.ensureBuiltIns();
     await service.syncPrivileges(metadata.model);
     metadata.onChange((model) => {
@@ -479,6 +480,10 @@ export class SecurityService implements SecurityPolicy {
     const exists = await this.store.executor.query(`SELECT 1 FROM ${this.q(app.table)} WHERE ${col("mshr_clientid")} = ${this.p(1, "Edm.Guid")}`, [applicationId]);
     if (exists.length) return;
     await this.insert(app, { [app.primaryId.logicalName]: randomUUID(), mshr_clientid: applicationId, mshr_name: name, mshr_userid: userId });
+  }
+
+  async hasClient(clientId: string): Promise<boolean> {
+    return (await this.store.executor.query(`SELECT 1 FROM ${this.q(OAUTH_CLIENT_TABLE.name)} WHERE ${this.q("clientid")} = ${this.p(1)}`, [clientId])).length > 0;
   }
 
   async hasClients(): Promise<boolean> {

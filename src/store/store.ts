@@ -109,13 +109,31 @@ export class Store {
    */
   async syncTables(specs: readonly TableSpec[]): Promise<void> {
     await this.exclusive(async () => {
-      for (const spec of specs) this.tables.set(spec.name, spec);
-      if (this.kind === "postgres") await this.widenPostgresColumns(specs);
-      const schemas = [...this.tables.values()].map((t) => this.entitySchemaOf(t));
-      this.dataSource.setOptions({ entities: schemas });
-      await (this.dataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
-      await this.dataSource.synchronize(false);
+      // The specs become the store's only once their tables match them: a failed change leaves the store
+      // as it was, so the next change does not trip over this one.
+      const before = new Map(this.tables);
+      try {
+        for (const spec of specs) this.tables.set(spec.name, spec);
+        if (this.kind === "postgres") await this.widenPostgresColumns(specs);
+        await this.applySchemas();
+        await this.dataSource.synchronize(false);
+      } catch (e) {
+        this.tables.clear();
+        for (const [name, spec] of before) this.tables.set(name, spec);
+        await this.applySchemas();
+        throw e;
+      }
     });
+  }
+
+  /** Names (lower case) of the tables this store manages: entities' and its own. */
+  tableNames(): Set<string> {
+    return new Set([...this.tables.keys()].map((n) => n.toLowerCase()));
+  }
+
+  private async applySchemas(): Promise<void> {
+    this.dataSource.setOptions({ entities: [...this.tables.values()].map((t) => this.entitySchemaOf(t)) });
+    await (this.dataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
   }
 
   async dropTable(name: string): Promise<void> {
@@ -127,8 +145,7 @@ export class Store {
       } finally {
         await qr.release();
       }
-      this.dataSource.setOptions({ entities: [...this.tables.values()].map((t) => this.entitySchemaOf(t)) });
-      await (this.dataSource as unknown as { buildMetadatas(): Promise<void> }).buildMetadatas();
+      await this.applySchemas();
     });
   }
 
@@ -137,6 +154,7 @@ export class Store {
    * values. Alter those columns in place first so the schema builder finds nothing to change.
    */
   private async widenPostgresColumns(specs: readonly TableSpec[]): Promise<void> {
+    const alters: { sql: string; table: string; column: string; type: string }[] = [];
     for (const spec of specs) {
       const existing = await this.executor.query<{ column_name: string; data_type: string; character_maximum_length: number | null; numeric_precision: number | null; numeric_scale: number | null }>(
         `SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1`,
@@ -153,9 +171,23 @@ export class Store {
           (want.precision === undefined || (cur.numeric_precision === want.precision && cur.numeric_scale === want.scale));
         if (same) continue;
         const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
-        await this.executor.execute(`ALTER TABLE ${q(spec.name)} ALTER COLUMN ${q(col.name)} TYPE ${want.sql} USING ${q(col.name)}::${want.sql}`);
+        // Text to text without an explicit cast: an explicit ::varchar(n) cuts longer values silently,
+        // the implicit one refuses them. Other changes cast, and fail on a value that does not convert.
+        const textToText = (cur.data_type === "character varying" || cur.data_type === "text") && (col.kind === "string" || col.kind === "text");
+        alters.push({ sql: `ALTER TABLE ${q(spec.name)} ALTER COLUMN ${q(col.name)} TYPE ${want.sql}${textToText ? "" : ` USING ${q(col.name)}::${want.sql}`}`, table: spec.name, column: col.name, type: want.sql });
       }
     }
+    if (!alters.length) return;
+    // All or none: a change refused on one column leaves every other column as it was.
+    await this.executor.transaction(async (tx) => {
+      for (const a of alters) {
+        try {
+          await tx.execute(a.sql);
+        } catch (e) {
+          throw new Error(`Column ${a.table}.${a.column} cannot become ${a.type}: ${(e as Error).message}; nothing was changed`);
+        }
+      }
+    });
   }
 
   private entitySchemaOf(spec: TableSpec): EntitySchema {

@@ -22,6 +22,15 @@ describe("the vep CLI", () => {
     expect(generated.stdout).toMatch(/\[\d+\.\ds\] Mapping HcmWorkerEntity/);
     expect(generated.stdout).toMatch(/Entity set: mshr_hcmworkerentities/);
     expect((await run(TSX, [CLI, "catalog", "list", "--database", database])).stdout).toMatch(/Worker\s+HcmWorkerEntity\s+Generated/);
+    expect(generated.stderr).not.toMatch(/failed|Error/);
+    // The generated entity's six privileges were all written before the command ended.
+    const { default: Database } = await import("better-sqlite3");
+    const db = new Database(database, { readonly: true });
+    try {
+      expect((db.prepare(`SELECT count(*) AS n FROM privilege WHERE name LIKE 'prv%mshr_hcmworkerentity'`).get() as { n: number }).n).toBe(6);
+    } finally {
+      db.close();
+    }
     await expect(run(TSX, [CLI, "catalog", "generate", "--label", "Nope", "--database", database])).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/No source labelled 'Nope'/) });
   }, 60_000);
 
@@ -30,6 +39,10 @@ describe("the vep CLI", () => {
     const secret = /client_secret: (\S+)/.exec(out)![1]!;
     expect(secret.length).toBeGreaterThanOrEqual(32);
     expect(readFileSync(database).includes(Buffer.from(secret))).toBe(false);
+    // Adding it again would silently replace its secret: refused unless asked for.
+    await expect(run(TSX, [CLI, "clients", "add", "--client-id", "ats-1", "--database", database])).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/exists already; pass --rotate-secret/) });
+    const rotated = (await run(TSX, [CLI, "clients", "add", "--client-id", "ats-1", "--rotate-secret", "--database", database])).stdout;
+    expect(/client_secret: (\S+)/.exec(rotated)![1]).not.toBe(secret);
   }, 60_000);
 
   it("serves on the given port, prints the service root and stops on SIGTERM", async () => {

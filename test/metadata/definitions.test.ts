@@ -50,7 +50,62 @@ describe("definition validation", () => {
   });
 });
 
+describe("the service's own entities and tables", () => {
+  it("refuses to redefine or remove a built-in entity, or to put an entity on another's or the store's own table", async () => {
+    const service = await createService({ database: ":memory:" });
+    try {
+      const columns = (await service.store.executor.query<{ name: string }>(`SELECT name FROM pragma_table_info('systemuser')`)).map((c) => c.name);
+      for (const name of ["systemuser", "role", "privilege", "virtualentitycatalog"]) {
+        await expect(service.defineEntity({ LogicalName: name, Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] }), name).rejects.toThrow(/built-in entity/);
+        await expect(service.define({ removeEntities: [name] }), name).rejects.toThrow(/built-in entity/);
+      }
+      expect((await service.store.executor.query<{ name: string }>(`SELECT name FROM pragma_table_info('systemuser')`)).map((c) => c.name)).toEqual(columns);
+      for (const table of ["vep_definition", "roleprivileges", "systemuser"]) {
+        await expect(service.defineEntity({ LogicalName: "new_clash", ExternalName: table, Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] }), table).rejects.toThrow(DefinitionError);
+      }
+      await service.defineEntity({ LogicalName: "new_one", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] });
+      await expect(service.defineEntity({ LogicalName: "new_two", ExternalName: "new_one", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] })).rejects.toThrow(/share the table/);
+    } finally {
+      await service.close();
+    }
+  });
+});
+
 describe.each(STORE_KINDS)("definitions on %s", (kind) => {
+  it("stays usable after a change the store refuses: the next change works", async () => {
+    const service = await openTestService(kind);
+    try {
+      await service.defineEntity(PROJECT);
+      for (const code of ["DUP", "DUP"]) expect((await service.request("POST", "new_projects", { body: { new_name: code } })).status).toBe(204);
+      // A key over values that are not unique: the store refuses the unique index.
+      await expect(service.defineEntity({ ...PROJECT, Keys: [{ LogicalName: "new_name_key", KeyAttributes: ["new_name"] }] })).rejects.toThrow();
+      expect(service.model.entity("new_project")!.keys).toHaveLength(0);
+      await service.defineEntity({ LogicalName: "new_after", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] });
+      expect((await service.request("POST", "new_afters", { body: { new_x: 1 } })).status).toBe(204);
+      expect(json(await service.request("GET", "new_projects/$count"))).toBe(2);
+    } finally {
+      await service.dispose();
+    }
+  });
+
+  it("a refused change of column types changes no column (no value is cut)", async () => {
+    const service = await openTestService(kind);
+    try {
+      const def: EntityDefinition = { LogicalName: "new_cut", Attributes: [{ LogicalName: "new_name", AttributeType: "String", MaxLength: 100 }, { LogicalName: "new_num", AttributeType: "String", MaxLength: 20 }] };
+      await service.defineEntity(def);
+      expect((await service.request("POST", "new_cuts", { body: { new_name: "a long value of forty characters ........", new_num: "12abc" } })).status).toBe(204);
+      // Shorter text and text to integer: "12abc" is no integer, so the whole change is refused.
+      const narrowed: EntityDefinition = { ...def, Attributes: [{ LogicalName: "new_name", AttributeType: "String", MaxLength: 5 }, { LogicalName: "new_num", AttributeType: "Integer" }] };
+      if (kind === "postgres") await expect(service.defineEntity(narrowed)).rejects.toThrow(/nothing was changed|cannot become/);
+      else await service.defineEntity(narrowed).catch(() => undefined);
+      const raw = await service.store.executor.query<{ new_name: string }>(`SELECT new_name FROM new_cut`);
+      expect(raw[0]!.new_name).toBe("a long value of forty characters ........");
+    } finally {
+      await service.dispose();
+    }
+  });
+
+
   it("adds a column for a new attribute without losing rows", async () => {
     const service = await openTestService(kind);
     try {

@@ -426,7 +426,7 @@ describe("authentication (sqlite)", () => {
       try {
         const file = join(dir, "old.sqlite");
         const first = await createService({ database: file });
-        await first.metadata.defineEntity(old);
+        await first.metadata.apply({ entities: [old] }, { builtIn: true });
         expect(first.model.entity("systemuser")!.attributes.get("applicationid")!.def.IsValidForUpdate).not.toBe(false);
         await first.close();
         const again = await createService({ database: file });
