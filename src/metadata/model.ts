@@ -143,6 +143,9 @@ function normalizeAttribute(input: AttributeDefinition, previous?: AttributeDefi
 
 export function normalizeOptionSetDefinition(input: OptionSetDefinition, previous?: OptionSetDefinition): OptionSetDefinition {
   validateOptionSetDefinition(input);
+  for (const [j, o] of input.Options.entries()) {
+    if (input.Options.findIndex((x) => x.Value === o.Value) !== j) throw new DefinitionError(`Invalid option set definition '${input.Name}': option value ${o.Value} is given twice`, `$.Options[${j}].Value`, "unique");
+  }
   return {
     ...input,
     IsGlobal: true,
@@ -277,6 +280,7 @@ export class EntityModel {
           throw new DefinitionError(`Invalid entity definition '${def.LogicalName}.${a.LogicalName}': global option set '${a.GlobalOptionSetName}' is not defined`, `$.Attributes[${i}].GlobalOptionSetName`, "reference");
         }
       }
+      checkFacets(def.LogicalName, a, i, optionSet);
       const model = new AttributeModel(this, a, optionSet);
       this.attributes.set(a.LogicalName, model);
       this.properties.set(model.propertyName, model);
@@ -296,11 +300,14 @@ export class EntityModel {
     for (const [i, k] of (def.Keys ?? []).entries()) {
       const attrs = k.KeyAttributes.map((n, j) => {
         const a = this.attributes.get(n);
-        if (!a || a.type === "Memo") {
+        // As Dataverse: text, numbers, dates, lookups and choices make keys; long text and yes/no do not.
+        if (!a || a.type === "Memo" || a.type === "Boolean") {
           throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' names attribute '${n}', which is not a key-able attribute`, `$.Keys[${i}].KeyAttributes[${j}]`, "reference");
         }
+        if (k.KeyAttributes.indexOf(n) !== j) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' names attribute '${n}' twice`, `$.Keys[${i}].KeyAttributes[${j}]`, "unique");
         return a;
       });
+      if (this.keys.some((other) => other.logicalName === k.LogicalName)) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' is defined twice`, `$.Keys[${i}].LogicalName`, "unique");
       this.keys.push({ logicalName: k.LogicalName, attributes: attrs });
     }
     const columns = new Map<string, string>();
@@ -323,6 +330,67 @@ export class EntityModel {
   }
   get schemaName(): string {
     return this.def.SchemaName!;
+  }
+}
+
+const INT32 = { min: -2147483648, max: 2147483647 };
+
+/**
+ * What the JSON schema cannot say of one attribute: ranges that fit the type and are not empty, a default
+ * of the attribute's own type and size, auto-numbers that fit, option values given once.
+ */
+function checkFacets(entity: string, a: AttributeDefinition, i: number, optionSet: OptionSetDefinition | undefined): void {
+  const fail = (message: string, path: string, rule: string): never => {
+    throw new DefinitionError(`Invalid entity definition '${entity}.${a.LogicalName}': ${message}`, `$.Attributes[${i}]${path}`, rule);
+  };
+  const integer = a.AttributeType === "Integer" || a.AttributeType === "Picklist";
+  if (a.AttributeType === "Integer") {
+    for (const f of ["MinValue", "MaxValue"] as const) {
+      const v = a[f];
+      if (v !== undefined && (!Number.isInteger(v) || v < INT32.min || v > INT32.max)) fail(`${f} ${v} is not a 32-bit integer (${INT32.min} to ${INT32.max})`, `.${f}`, "range");
+    }
+  }
+  if (a.MinValue !== undefined && a.MaxValue !== undefined && a.MinValue > a.MaxValue) fail(`MinValue ${a.MinValue} is greater than MaxValue ${a.MaxValue}`, ".MinValue", "range");
+  const d = a.DefaultValue;
+  if (d !== undefined) {
+    const wrong = (what: string) => fail(`DefaultValue ${JSON.stringify(d)} is not ${what}`, ".DefaultValue", "type");
+    switch (a.AttributeType) {
+      case "String":
+      case "Memo":
+        if (typeof d !== "string") wrong("text");
+        else if (a.MaxLength !== undefined && d.length > a.MaxLength) wrong(`at most ${a.MaxLength} characters long`);
+        break;
+      case "Integer":
+      case "BigInt":
+      case "Picklist":
+        if (typeof d !== "number" || !Number.isInteger(d)) wrong("an integer");
+        else if (a.AttributeType === "Picklist" && optionSet && !optionSet.Options.some((o) => o.Value === d)) wrong("one of the option values");
+        else if ((a.MinValue !== undefined && d < a.MinValue) || (a.MaxValue !== undefined && d > a.MaxValue) || (integer && (d < INT32.min || d > INT32.max))) wrong("within the attribute's range");
+        break;
+      case "Decimal":
+      case "Money":
+      case "Double":
+        if (typeof d !== "number") wrong("a number");
+        break;
+      case "Boolean":
+        if (typeof d !== "boolean") wrong("true or false");
+        break;
+      case "DateTime":
+        if (d !== "now()" && (typeof d !== "string" || Number.isNaN(Date.parse(d)))) wrong('a date or "now()"');
+        break;
+      default:
+        fail(`a ${a.AttributeType} attribute takes no DefaultValue`, ".DefaultValue", "type");
+    }
+  }
+  if (a.AutoNumberFormat !== undefined) {
+    if (a.AttributeType !== "String") fail("AutoNumberFormat is for String attributes", ".AutoNumberFormat", "type");
+    const longest = a.AutoNumberFormat.replace(/\{SEQNUM:(\d{1,2})\}/g, (_m, n: string) => "9".repeat(Number(n)));
+    if (a.MaxLength !== undefined && longest.length > a.MaxLength) fail(`AutoNumberFormat '${a.AutoNumberFormat}' makes values longer than MaxLength ${a.MaxLength}`, ".AutoNumberFormat", "range");
+  }
+  const values = new Set<number>();
+  for (const [j, o] of (a.OptionSet?.Options ?? []).entries()) {
+    if (values.has(o.Value)) fail(`option value ${o.Value} is given twice`, `.OptionSet.Options[${j}].Value`, "unique");
+    values.add(o.Value);
   }
 }
 

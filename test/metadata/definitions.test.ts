@@ -23,6 +23,15 @@ describe("definition validation", () => {
     ["Picklist without options", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Picklist" }] }, /Attributes\[0\]/],
     ["unknown property", { LogicalName: "new_a", Colour: "red", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] }, /unknown property 'Colour'/],
     ["virtual without provider", { LogicalName: "new_a", TableType: "Virtual", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] }, /ExternalName|DataProviderId/],
+    ["an Integer range beyond 32 bits", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer", MaxValue: 1e12 }] }, /new_a\.new_x.*MaxValue 1000000000000 is not a 32-bit integer/],
+    ["an empty range", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer", MinValue: 10, MaxValue: 1 }] }, /MinValue 10 is greater than MaxValue 1/],
+    ["a text default on an Integer", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer", DefaultValue: "abc" }] }, /DefaultValue "abc" is not an integer/],
+    ["a default longer than MaxLength", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "String", MaxLength: 2, DefaultValue: "abcdef" }] }, /at most 2 characters/],
+    ["an auto-number longer than MaxLength", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "String", MaxLength: 3, AutoNumberFormat: "ABCDEF{SEQNUM:9}" }] }, /longer than MaxLength 3/],
+    ["an option value given twice", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Picklist", OptionSet: { Name: "new_a_x", Options: [{ Value: 1, Label: "A" }, { Value: 1, Label: "B" }] } }] }, /option value 1 is given twice/],
+    ["a key naming one attribute twice", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }], Keys: [{ LogicalName: "new_k", KeyAttributes: ["new_x", "new_x"] }] }, /names attribute 'new_x' twice/],
+    ["two keys of one name", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }, { LogicalName: "new_y", AttributeType: "Integer" }], Keys: [{ LogicalName: "new_k", KeyAttributes: ["new_x"] }, { LogicalName: "new_k", KeyAttributes: ["new_y"] }] }, /key 'new_k' is defined twice/],
+    ["a key on a Boolean", { LogicalName: "new_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Boolean" }], Keys: [{ LogicalName: "new_k", KeyAttributes: ["new_x"] }] }, /not a key-able attribute/],
   ];
   it.each(cases)("refuses %s, naming the JSON path and the rule", async (_name, def, message) => {
     const service = await createService({ database: ":memory:", security: "none" });
