@@ -5,7 +5,7 @@ import type { Row } from "../providers/data-provider.js";
 export type OperationType =
   | { kind: "primitive"; type: string; nullable?: boolean; collection?: boolean }
   | { kind: "entity"; entity: string; nullable?: boolean; collection?: boolean }
-  | { kind: "complex"; name: string; nullable?: boolean };
+  | { kind: "complex"; name: string; nullable?: boolean; collection?: boolean };
 
 export interface OperationParameter {
   name: string;

@@ -577,7 +577,7 @@ export class SecurityService implements SecurityPolicy {
       name: "AddPrivilegesRole",
       kind: "action",
       boundTo: ROLE,
-      parameters: [{ name: "Privileges", type: { kind: "complex", name: "RolePrivilege" } }],
+      parameters: [{ name: "Privileges", type: { kind: "complex", name: "RolePrivilege", collection: true } }],
       requiredPrivileges: () => [privilegeName("Write", ROLE)],
       handler: async ({ binding, parameters, caller }) => {
         await this.pendingSync;

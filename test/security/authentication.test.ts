@@ -441,6 +441,11 @@ describe("authentication (sqlite)", () => {
       }
     });
 
+    it("$metadata declares AddPrivilegesRole's Privileges as Collection(mscrm.RolePrivilege), the list its handler takes", async () => {
+      const xml = (await admin.call("GET", "$metadata")).body!;
+      expect(xml).toMatch(/<Action Name="AddPrivilegesRole"[^>]*>(?:(?!<\/Action>)[\s\S])*<Parameter Name="Privileges" Type="Collection\(mscrm\.RolePrivilege\)"/);
+    });
+
     it("refuses a token whose application user was deleted (403)", async () => {
       const app = await newClient(s.service, { name: "To be deleted" });
       expect((await admin.call("DELETE", `systemusers(${app.userId})`)).status).toBe(204);
