@@ -1,6 +1,6 @@
 import { DECIMAL_TOTAL_DIGITS, NAMESPACE, NAMESPACE_ALIAS, labelText, type AttributeModel, type EntityModel, type Model } from "../metadata/model.js";
 import type { OptionSetDefinition } from "../metadata/types.js";
-import { METADATA_COMPLEX_TYPES, ATTRIBUTE_METADATA, ENTITY_METADATA, KEY_METADATA, OPTIONSET_METADATA, RELATIONSHIP_METADATA } from "./metadata-sets.js";
+import { METADATA_COMPLEX_TYPES, METADATA_DERIVED_TYPES, ATTRIBUTE_METADATA, ENTITY_METADATA, KEY_METADATA, OPTIONSET_METADATA, RELATIONSHIP_METADATA } from "./metadata-sets.js";
 import type { OperationRegistry, OperationType } from "./operations.js";
 
 /**
@@ -28,6 +28,8 @@ interface CsdlNavigation {
 
 interface CsdlEntityType {
   name: string;
+  /** A derived type (the metadata sets' StringAttributeMetadata…): its key and properties are its base's. */
+  baseType?: string;
   key: string;
   properties: CsdlProperty[];
   navigations: CsdlNavigation[];
@@ -73,7 +75,12 @@ function metadataTypes(): CsdlEntityType[] {
   types[0]!.navigations.push(
     { name: "Attributes", type: q("AttributeMetadata"), collection: true, containsTarget: true },
     { name: "Keys", type: q("EntityKeyMetadata"), collection: true, containsTarget: true },
+    { name: "ManyToOneRelationships", type: q("OneToManyRelationshipMetadata"), collection: true },
+    { name: "OneToManyRelationships", type: q("OneToManyRelationshipMetadata"), collection: true },
+    { name: "ManyToManyRelationships", type: q("ManyToManyRelationshipMetadata"), collection: true },
   );
+  // The types rows of the metadata sets name in @odata.type, and type casts address.
+  for (const [name, base] of METADATA_DERIVED_TYPES) types.push({ name, baseType: q(base), key: "", properties: [], navigations: [], alternateKeys: [] });
   return types;
 }
 
@@ -115,8 +122,8 @@ export function csdlXml(model: Model, operations: OperationRegistry): string {
   w(`<Schema Namespace="${NAMESPACE}" Alias="${NAMESPACE_ALIAS}" xmlns="http://docs.oasis-open.org/odata/ns/edm">`);
   const types = [...[...model.entities.values()].map(entityTypeOf), ...metadataTypes()];
   for (const t of types) {
-    w(`<EntityType Name="${esc(t.name)}">`);
-    w(`<Key><PropertyRef Name="${esc(t.key)}"/></Key>`);
+    w(`<EntityType Name="${esc(t.name)}"${t.baseType ? ` BaseType="${esc(t.baseType)}"` : ""}>`);
+    if (!t.baseType) w(`<Key><PropertyRef Name="${esc(t.key)}"/></Key>`);
     for (const p of t.properties) {
       let attrs = `Name="${esc(p.name)}" Type="${esc(p.type)}"`;
       if (!p.nullable) attrs += ` Nullable="false"`;
@@ -188,7 +195,7 @@ export function csdlJson(model: Model, operations: OperationRegistry): Record<st
   const schema: Record<string, unknown> = { $Alias: NAMESPACE_ALIAS };
   const types = [...[...model.entities.values()].map(entityTypeOf), ...metadataTypes()];
   for (const t of types) {
-    const body: Record<string, unknown> = { $Kind: "EntityType", $Key: [t.key] };
+    const body: Record<string, unknown> = t.baseType ? { $Kind: "EntityType", $BaseType: t.baseType } : { $Kind: "EntityType", $Key: [t.key] };
     for (const p of t.properties) {
       const prop: Record<string, unknown> = {};
       const collection = /^Collection\((.*)\)$/.exec(p.type);

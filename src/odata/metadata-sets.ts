@@ -63,6 +63,17 @@ export const KEY_METADATA = synthetic(
   "Keys",
 );
 
+/** Derived types of the metadata sets (name → base), as Dataverse declares them; rows name them in @odata.type. */
+export const METADATA_DERIVED_TYPES: ReadonlyMap<string, string> = new Map([
+  ...Object.values({
+    String: "StringAttributeMetadata", Memo: "MemoAttributeMetadata", Integer: "IntegerAttributeMetadata", BigInt: "BigIntAttributeMetadata",
+    Decimal: "DecimalAttributeMetadata", Double: "DoubleAttributeMetadata", Money: "MoneyAttributeMetadata", Boolean: "BooleanAttributeMetadata",
+    DateTime: "DateTimeAttributeMetadata", Uniqueidentifier: "UniqueIdentifierAttributeMetadata", Picklist: "PicklistAttributeMetadata", Lookup: "LookupAttributeMetadata",
+  }).map((n): [string, string] => [n, "AttributeMetadata"]),
+  ["OneToManyRelationshipMetadata", "RelationshipMetadataBase"],
+  ["ManyToManyRelationshipMetadata", "RelationshipMetadataBase"],
+]);
+
 /** Complex types the metadata sets use, for $metadata. */
 export const METADATA_COMPLEX_TYPES: { name: string; properties: { name: string; type: string; nullable?: boolean }[] }[] = [
   { name: "LocalizedLabel", properties: [{ name: "Label", type: "Edm.String" }, { name: "LanguageCode", type: "Edm.Int32", nullable: false }] },

@@ -14,7 +14,7 @@ import { jsonResponse, multipartResponse, parseBatch, partUrl, resolveReferences
 import { csdlJson, csdlXml } from "./csdl.js";
 import { badRequest, ErrorCodes, methodNotAllowed, notFound, notImplemented, ODataError, preconditionFailed, validationError } from "./errors.js";
 import { queryInMemory } from "./in-memory-evaluator.js";
-import { ATTRIBUTE_METADATA, attributeMetadataRow, ENTITY_METADATA, entityMetadataRow, KEY_METADATA, keyMetadataRow, METADATA_SETS, OPTIONSET_METADATA, optionSetMetadataRow, RELATIONSHIP_METADATA, relationshipMetadataRow } from "./metadata-sets.js";
+import { ATTRIBUTE_METADATA, METADATA_DERIVED_TYPES, attributeMetadataRow, ENTITY_METADATA, entityMetadataRow, KEY_METADATA, keyMetadataRow, METADATA_SETS, OPTIONSET_METADATA, optionSetMetadataRow, RELATIONSHIP_METADATA, relationshipMetadataRow } from "./metadata-sets.js";
 import type { OperationDefinition, OperationRegistry, OperationResult } from "./operations.js";
 import { parseQueryOptions, parsePrefer, type Preferences, type QueryOptions } from "./query-options.js";
 import { parseKey, parseResourcePath, type PathSegment } from "./resource-path.js";
@@ -318,9 +318,22 @@ export class ODataProcessor {
     await this.require(ctx, [METADATA_PRIVILEGES.entity]);
     const entityRows = [...model.entities.values()].map((e) => entityMetadataRow(e.def));
     const defOf = (row: Row) => model.entities.get(row.LogicalName as string)!.def;
+    // Dataverse's relationship navigations of an entity definition: the relationships it takes part in.
+    const relationshipsOf = (name: string, logicalName: string) =>
+      [...model.relationships.values()]
+        .filter((r) =>
+          name === "ManyToOneRelationships"
+            ? r.RelationshipType === "OneToManyRelationship" && r.ReferencingEntity === logicalName
+            : name === "OneToManyRelationships"
+              ? r.RelationshipType === "OneToManyRelationship" && r.ReferencedEntity === logicalName
+              : r.RelationshipType === "ManyToManyRelationship" && (r.Entity1LogicalName === logicalName || r.Entity2LogicalName === logicalName),
+        )
+        .map(relationshipMetadataRow);
+    const RELATIONSHIP_NAVIGATIONS = ["ManyToOneRelationships", "OneToManyRelationships", "ManyToManyRelationships"];
     const expandable = new Map<string, InMemoryNavigation>([
       ["Attributes", { entity: ATTRIBUTE_METADATA, privilege: METADATA_PRIVILEGES.attribute, rowsOf: (row) => defOf(row).Attributes.map((a) => attributeMetadataRow(model, defOf(row), a)) }],
       ["Keys", { entity: KEY_METADATA, rowsOf: (row) => (defOf(row).Keys ?? []).map((k) => keyMetadataRow(defOf(row), k, stableId(`key:${defOf(row).MetadataId}`, k.LogicalName))) }],
+      ...RELATIONSHIP_NAVIGATIONS.map((name): [string, InMemoryNavigation] => [name, { entity: RELATIONSHIP_METADATA, privilege: METADATA_PRIVILEGES.relationship, rowsOf: (row) => relationshipsOf(name, row.LogicalName as string) }]),
     ]);
     if (!second) return this.inMemorySet(ctx, ENTITY_METADATA, entityRows, "EntityDefinitions", first!, [], "LogicalName", expandable);
     if (first!.args === undefined) throw badRequest(`'${second.name}' needs an entity definition key: EntityDefinitions(LogicalName='…')/${second.name}`);
@@ -336,7 +349,14 @@ export class ODataProcessor {
       const rows = (def.Keys ?? []).map((k) => keyMetadataRow(def, k, stableId(`key:${def.MetadataId}`, k.LogicalName)));
       return this.inMemorySet(ctx, KEY_METADATA, rows, `${context}/Keys`, second, segments.slice(2), "LogicalName");
     }
-    throw notFound(`EntityDefinitions have no '${second.name}'; use Attributes or Keys`);
+    if (RELATIONSHIP_NAVIGATIONS.includes(second.name)) {
+      await this.require(ctx, [METADATA_PRIVILEGES.relationship]);
+      return this.inMemorySet(ctx, RELATIONSHIP_METADATA, relationshipsOf(second.name, def.LogicalName), `${context}/${second.name}`, second, segments.slice(2), "SchemaName");
+    }
+    if (ENTITY_METADATA.properties.has(second.name) || ENTITY_METADATA.complexProperties.has(second.name)) {
+      throw notImplemented(`Addressing the property '${second.name}' of an entity definition is not supported; use $select=${second.name}`);
+    }
+    throw notFound(`EntityDefinitions have no '${second.name}'; use Attributes, Keys or ${RELATIONSHIP_NAVIGATIONS.join(", ")}`);
   }
 
   private findByKey(entity: EntityModel, rows: Row[], args: string, alternateKey?: string): Row {
@@ -352,6 +372,15 @@ export class ODataProcessor {
   }
 
   private async inMemorySet(ctx: RequestContext, entity: EntityModel, rows: Row[], contextPath: string, segment: PathSegment, rest: PathSegment[], alternateKey?: string, expandable?: ReadonlyMap<string, InMemoryNavigation>): Promise<ODataResponse> {
+    // A type cast (…/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata): the rows of that type.
+    const cast = rest[0] && rest[0].args === undefined ? /^(?:Microsoft\.Dynamics\.CRM|mscrm)\.([A-Za-z]+)$/.exec(rest[0].name) : null;
+    if (cast) {
+      const type = `#Microsoft.Dynamics.CRM.${cast[1]}`;
+      if (!METADATA_DERIVED_TYPES.has(cast[1]!) && !rows.some((r) => r["@odata.type"] === type)) throw notFound(`'${rest[0]!.name}' is not a type of the rows of ${contextPath}`);
+      rows = rows.filter((r) => r["@odata.type"] === type);
+      contextPath += `/Microsoft.Dynamics.CRM.${cast[1]}`;
+      rest = rest.slice(1);
+    }
     if (rest.length) throw notFound(`Resource not found for the segment '${rest[0]!.name}'`);
     const serializeRow = (row: Row, select: AttributeModel[], complex: string[]) => {
       const out: Record<string, unknown> = {};
@@ -360,8 +389,21 @@ export class ODataProcessor {
       for (const c of complex) out[c] = row[c] ?? null;
       return out;
     };
-    const allowed = expandable ? ["$expand"] : [];
-    const expansions = async (options: QueryOptions) => (options.expand === undefined ? [] : this.bindInMemoryExpand(ctx, options, expandable));
+    // Dataverse clients expand an attribute's OptionSet; here it is a complex property, so expanding it selects it.
+    const expandsComplex = entity === ATTRIBUTE_METADATA;
+    const allowed = expandable || expandsComplex ? ["$expand"] : [];
+    const complexExpanded: string[] = [];
+    const expansions = async (options: QueryOptions) => {
+      if (options.expand !== undefined && expandsComplex) {
+        for (const clause of expandClauses(options.expand)) {
+          if (clause.name === "OptionSet" && !clause.optionsText?.trim()) complexExpanded.push("OptionSet");
+          else if (clause.name === "OptionSet" || clause.name === "GlobalOptionSet") throw notImplemented(`$expand of '${clause.name}'${clause.optionsText ? " with options" : ""} is not supported; $expand=OptionSet gives an attribute's options`);
+          else throw badRequest(`$expand at position ${clause.pos}: '${clip(clause.name, 100)}' cannot be expanded here; use OptionSet`);
+        }
+        return [];
+      }
+      return options.expand === undefined ? [] : this.bindInMemoryExpand(ctx, options, expandable);
+    };
     const withExpansions = (row: Row, out: Record<string, unknown>, items: BoundInMemoryExpand[]) => {
       for (const item of items) {
         const related = queryInMemory(item.navigation.rowsOf(row), item.query, item.query.top ?? Number.MAX_SAFE_INTEGER);
@@ -375,7 +417,7 @@ export class ODataProcessor {
       const items = await expansions(options);
       const row = this.findByKey(entity, rows, segment.args, alternateKey);
       const select = bindSelect(entity, options.select);
-      const complex = selectedComplexProperties(entity, options.select);
+      const complex = [...new Set([...selectedComplexProperties(entity, options.select), ...complexExpanded])];
       return this.json(200, { "@odata.context": `${ctx.root}/$metadata#${contextPath}/$entity`, ...withExpansions(row, serializeRow(row, select, complex), items) });
     }
     const options = parseQueryOptions(ctx.query, new Set(["$select", "$filter", "$orderby", "$top", "$skip", "$count", "$format", ...allowed]));
@@ -393,7 +435,7 @@ export class ODataProcessor {
       expand: [],
     };
     const result = queryInMemory(rows, query, options.top ?? Number.MAX_SAFE_INTEGER);
-    const complex = selectedComplexProperties(entity, options.select);
+    const complex = [...new Set([...selectedComplexProperties(entity, options.select), ...complexExpanded])];
     const body: Record<string, unknown> = { "@odata.context": `${ctx.root}/$metadata#${contextPath}` };
     if (query.count) body["@odata.count"] = result.total;
     body.value = result.rows.map((r) => withExpansions(r, serializeRow(r, query.select, complex), items));

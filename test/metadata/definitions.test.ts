@@ -161,6 +161,55 @@ describe.each(STORE_KINDS)("definitions on %s", (kind) => {
       await service.dispose();
     }
   });
+
+  it("answers the metadata queries Dataverse clients send: type casts, OptionSet, and an entity's relationships", async () => {
+    const service = await openTestService(kind);
+    try {
+      await service.defineEntity({ ...PROJECT, Attributes: [...PROJECT.Attributes, { LogicalName: "new_stage", AttributeType: "Picklist", OptionSet: { Name: "new_project_stage", Options: [{ Value: 1, Label: "Draft" }, { Value: 2, Label: "Live" }] } }] });
+      await service.define({
+        entities: [{ LogicalName: "new_task", Attributes: [{ LogicalName: "new_projectref", AttributeType: "Lookup", Targets: ["new_project"] }] }],
+        relationships: [
+          {
+            SchemaName: "new_project_tasks",
+            RelationshipType: "OneToManyRelationship",
+            ReferencedEntity: "new_project",
+            ReferencedAttribute: "new_projectid",
+            ReferencingEntity: "new_task",
+            ReferencingAttribute: "new_projectref",
+            ReferencedEntityNavigationPropertyName: "new_tasks",
+            ReferencingEntityNavigationPropertyName: "new_projectref",
+          },
+        ],
+      });
+      const get = async (url: string) => {
+        const r = await service.request("GET", url);
+        expect(r.status, `${url}: ${r.body}`).toBe(200);
+        return json(r);
+      };
+      const picklists = await get("EntityDefinitions(LogicalName='new_project')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=OptionSet");
+      expect(picklists.value.map((a: any) => a.LogicalName)).toEqual(["new_stage"]);
+      expect(picklists.value[0].OptionSet.Options.map((o: any) => o.Value)).toEqual([1, 2]);
+      expect(picklists["@odata.context"]).toContain("/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata");
+      expect((await get("EntityDefinitions(LogicalName='new_project')/Attributes(LogicalName='new_name')/Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=MaxLength")).MaxLength).toBe(100);
+      expect((await service.request("GET", "EntityDefinitions(LogicalName='new_project')/Attributes(LogicalName='new_name')/Microsoft.Dynamics.CRM.PicklistAttributeMetadata")).status).toBe(404);
+      expect((await get("EntityDefinitions(LogicalName='new_task')/Attributes/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=LogicalName,Targets")).value).toEqual([expect.objectContaining({ LogicalName: "new_projectref", Targets: ["new_project"] })]);
+      const manyToOne = await get("EntityDefinitions(LogicalName='new_task')/ManyToOneRelationships?$select=SchemaName,ReferencedEntity,ReferencingAttribute");
+      expect(manyToOne.value).toEqual([expect.objectContaining({ ReferencedEntity: "new_project", ReferencingAttribute: "new_projectref" })]);
+      const oneToMany = await get("EntityDefinitions(LogicalName='new_project')?$select=LogicalName&$expand=OneToManyRelationships($select=ReferencingEntity)");
+      expect(oneToMany.OneToManyRelationships.map((r: any) => r.ReferencingEntity)).toEqual(["new_task"]);
+      expect((await get("EntityDefinitions(LogicalName='new_project')/ManyToManyRelationships")).value).toEqual([]);
+      expect((await get("RelationshipDefinitions/Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata?$select=SchemaName&$filter=ReferencedEntity eq 'new_project'")).value).toHaveLength(1);
+      for (const [url, status] of [
+        ["EntityDefinitions(LogicalName='new_project')/Attributes/Microsoft.Dynamics.CRM.NoSuchMetadata", 404],
+        ["EntityDefinitions(LogicalName='new_project')/Attributes?$expand=GlobalOptionSet", 501],
+        ["EntityDefinitions(LogicalName='new_project')/LogicalName", 501],
+      ] as const) {
+        expect((await service.request("GET", url)).status, url).toBe(status);
+      }
+    } finally {
+      await service.dispose();
+    }
+  });
 });
 
 describe("definitions survive a restart", () => {
