@@ -42,8 +42,10 @@ async function withService<T>(database: string, work: (s: VirtualEntityService) 
 
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { port: { type: "string" }, host: { type: "string" }, database: { type: "string" } } });
-  const port = Number(values.port ?? process.env.PORT ?? 5555);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`Invalid port '${values.port ?? process.env.PORT}'`);
+  const portText = values.port ?? process.env.PORT ?? "5555";
+  // Decimal digits only: Number() would take "" as 0 (a random port) and "0x10" as 16.
+  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (!(port <= 65535)) throw new Error(`Invalid port '${portText}': a number from 0 to 65535`);
   const host = values.host ?? process.env.HOST ?? "127.0.0.1";
   const database = databaseOf(values.database);
   const adminId = process.env.VEP_ADMIN_CLIENT_ID;

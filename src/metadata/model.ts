@@ -421,12 +421,22 @@ export class Model {
       this.entities.set(def.LogicalName, entity);
       this.entitySets.set(entity.entitySetName, entity);
     }
+    // Option sets are EnumTypes of the same CSDL schema as entity types: one name, one element.
+    const optionSetOwner = new Map<string, string>([...this.optionSets.keys()].map((n) => [n, `the global option set '${n}'`]));
     for (const entity of this.entities.values()) {
       for (const a of entity.attributes.values()) {
         if (a.type === "Lookup" && !this.entities.has(a.def.Targets![0]!)) {
           throw new DefinitionError(`Invalid entity definition '${entity.logicalName}.${a.logicalName}': lookup target '${a.def.Targets![0]}' is not defined`, "$.Attributes.Targets", "reference");
         }
+        const local = a.def.OptionSet?.Name;
+        if (local === undefined) continue;
+        const other = optionSetOwner.get(local);
+        if (other) throw new DefinitionError(`Invalid entity definition '${entity.logicalName}.${a.logicalName}': option set name '${local}' is already used by ${other}`, "$.Attributes.OptionSet.Name", "unique");
+        optionSetOwner.set(local, `${entity.logicalName}.${a.logicalName}`);
       }
+    }
+    for (const [name, owner] of optionSetOwner) {
+      if (this.entities.has(name)) throw new DefinitionError(`The option set '${name}' (${owner}) has the name of an entity; each name in $metadata must be unique`, "$.Name", "unique");
     }
     for (const r of relationshipDefs) {
       if (this.relationships.has(r.SchemaName)) throw new DefinitionError(`Relationship '${r.SchemaName}' is defined twice`, "$.SchemaName", "unique");

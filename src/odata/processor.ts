@@ -71,7 +71,8 @@ export interface ODataProcessorOptions {
 }
 
 export const DEFAULT_ROOT = "/api/data/v9.2";
-export const RESERVED_SET_NAMES: ReadonlySet<string> = new Set(["EntityDefinitions", "RelationshipDefinitions", "GlobalOptionSetDefinitions", "$metadata", "$batch", "$crossjoin", "$all", "$entity"]);
+/** Names an entity set may not take: the metadata sets, `$` segments and the service's own unbound functions. */
+export const RESERVED_SET_NAMES: ReadonlySet<string> = new Set(["EntityDefinitions", "RelationshipDefinitions", "GlobalOptionSetDefinitions", "$metadata", "$batch", "$crossjoin", "$all", "$entity", "WhoAmI"]);
 
 const JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
 
@@ -259,11 +260,17 @@ export class ODataProcessor {
       else if (/^(xml|application\/xml)(;.*)?$/.test(format)) wantJson = false;
       else throw new ODataError(406, ErrorCodes.notAcceptable, `$format=${options.format} is not supported for $metadata; use xml or json`);
     } else if (accept) {
-      const types = accept.split(",").map((t) => t.split(";")[0]!.trim());
-      const xml = types.some((t) => t === "application/xml" || t === "text/xml" || t === "*/*" || t === "application/*");
-      const json = types.includes("application/json");
-      if (!xml && !json) throw new ODataError(406, ErrorCodes.notAcceptable, `$metadata is available as application/xml or application/json, not ${accept}`);
-      wantJson = json && !types.includes("application/xml");
+      // Media ranges with their quality (RFC 9110 §12.5.1): q=0 means "not this one".
+      const ranges = accept.split(",").map((t) => {
+        const [type, ...params] = t.split(";");
+        const q = params.map((p) => /^\s*q\s*=\s*([\d.]+)\s*$/i.exec(p)?.[1]).find((v) => v !== undefined);
+        return { type: type!.trim().toLowerCase(), q: q === undefined ? 1 : Number(q) };
+      });
+      const quality = (...types: string[]) => Math.max(0, ...ranges.filter((r) => types.includes(r.type)).map((r) => r.q));
+      const xml = Math.max(quality("application/xml", "text/xml"), ranges.some((r) => r.type === "application/xml" || r.type === "text/xml") ? 0 : quality("*/*", "application/*"));
+      const json = Math.max(quality("application/json"), ranges.some((r) => r.type === "application/json") ? 0 : quality("*/*", "application/*") * 0.999);
+      if (!(xml > 0) && !(json > 0)) throw new ODataError(406, ErrorCodes.notAcceptable, `$metadata is available as application/xml or application/json, not ${accept}`);
+      wantJson = json > xml;
     } else wantJson = false;
     if (wantJson) return this.json(200, csdlJson(ctx.model, this.options.operations));
     return { status: 200, headers: { "Content-Type": "application/xml; charset=utf-8", "OData-Version": "4.0" }, body: csdlXml(ctx.model, this.options.operations) };

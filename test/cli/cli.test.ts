@@ -74,4 +74,10 @@ describe("the vep CLI", () => {
     expect(await exited).toBe(0);
     expect(out).toMatch(/SIGTERM received/);
   }, 60_000);
+
+  it("refuses a port that is not a decimal number from 0 to 65535", async () => {
+    for (const port of ["", "0x10", "1.5", "70000", "-1"]) {
+      await expect(run(TSX, [CLI, "serve", `--port=${port}`, "--database", ":memory:"]), JSON.stringify(port)).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/Invalid port/) });
+    }
+  }, 60_000);
 });

@@ -327,6 +327,18 @@ describe("$metadata (sqlite)", () => {
       expect(r.body).toBe(xml);
     });
 
+    it("weighs Accept by quality: q=0 refuses a type, the higher q wins, no acceptable type is a 406", async () => {
+      const typeFor = async (accept: string) => {
+        const r = await service.request("GET", "$metadata", { headers: { Accept: accept } });
+        return r.status === 200 ? r.headers["Content-Type"]!.split(";")[0] : r.status;
+      };
+      expect(await typeFor("application/xml;q=0, application/json")).toBe("application/json");
+      expect(await typeFor("application/xml;q=0.2, application/json;q=0.8")).toBe("application/json");
+      expect(await typeFor("application/json;q=0.2, application/xml")).toBe("application/xml");
+      expect(await typeFor("application/json;q=0, */*")).toBe("application/xml");
+      expect(await typeFor("application/xml;q=0, application/json;q=0")).toBe(406);
+    });
+
     it("declares OData 4.0, the Microsoft.Dynamics.CRM namespace with its mscrm alias, and the vocabularies it uses", () => {
       expect(csdl.root["@_Version"]).toBe("4.0");
       expect(csdl.schema["@_Namespace"]).toBe(NS);
