@@ -1,3 +1,4 @@
+import { DefinitionError } from "../metadata/schema-validation.js";
 import { stableId } from "../metadata/guid.js";
 import type { MetadataService } from "../metadata/metadata-service.js";
 import { normalizeEntityDefinition, type EntityModel } from "../metadata/model.js";
@@ -88,11 +89,19 @@ export class VirtualEntityCatalog {
    * Registers or changes a source: its table is created or altered (rows kept), its definition saved,
    * and its catalog row added. A generated entity keeps serving its old shape until it is refreshed.
    */
-  registerSource(def: SourceDefinition): Promise<void> {
-    validateSourceDefinition(def);
+  async registerSource(def: SourceDefinition): Promise<void> {
+    validateSourceDefinition(def); // a rejected promise, like every other refusal, not a synchronous throw
     return this.lock.run(async () => {
       const previous = this.source(def.PhysicalName);
       if (previous && JSON.stringify(previous) === JSON.stringify(def)) return;
+      // Sources are known by name whatever its case; the table keeps the spelling it was made with.
+      if (previous && previous.PhysicalName !== def.PhysicalName) {
+        throw new DefinitionError(`The source '${def.PhysicalName}' is registered as '${previous.PhysicalName}'; a source cannot be renamed by changing the case of its name`, "$.PhysicalName", "unique");
+      }
+      // A new source's table must be new: not an entity's, not one the store keeps for itself.
+      if (!previous && this.store.tableNames().has(def.PhysicalName.toLowerCase())) {
+        throw new DefinitionError(`The source '${def.PhysicalName}' cannot be registered: the store already has a table of that name`, "$.PhysicalName", "unique");
+      }
       await this.store.syncTables([this.transitionalTable(def, previous)]);
       await this.store.executor.transaction((tx) => this.metadata.repository.put(tx, "source", def.PhysicalName, def));
       this.sources.set(def.PhysicalName.toLowerCase(), def);

@@ -62,7 +62,12 @@ export function validateSourceDefinition(input: unknown): asserts input is Sourc
     names.add(lower);
   }
   for (const [i, r] of (def.Relations ?? []).entries()) {
-    if (names.has(r.Field.toLowerCase())) throw new DefinitionError(`Invalid source definition '${def.PhysicalName}': relation '${r.Name}' field '${r.Field}' clashes with a field`, `$.Relations[${i}].Field`, "unique");
+    const lower = r.Field.toLowerCase();
+    if (names.has(lower)) throw new DefinitionError(`Invalid source definition '${def.PhysicalName}': relation '${r.Name}' field '${r.Field}' clashes with a field or another relation`, `$.Relations[${i}].Field`, "unique");
+    if (Object.values(SOURCE_SYSTEM_COLUMNS).some((c) => c.toLowerCase() === lower)) {
+      throw new DefinitionError(`Invalid source definition '${def.PhysicalName}': relation '${r.Name}' field '${r.Field}' is a system column of every source`, `$.Relations[${i}].Field`, "reserved");
+    }
+    names.add(lower);
   }
   for (const k of def.Key ?? []) if (!names.has(k.toLowerCase())) throw new DefinitionError(`Invalid source definition '${def.PhysicalName}': key field '${k}' is not a field`, "$.Key", "reference");
   if (def.PrimaryField && !names.has(def.PrimaryField.toLowerCase())) throw new DefinitionError(`Invalid source definition '${def.PhysicalName}': PrimaryField '${def.PrimaryField}' is not a field`, "$.PrimaryField", "reference");

@@ -184,6 +184,20 @@ describe.each(STORE_KINDS)("virtual entity catalog Generate/refresh (%s)", (kind
       expect(json(none).value).toEqual([]);
     });
 
+    it("refuses a source whose relation or table clashes, naming it, and stays usable for the next one", async () => {
+      const base: Omit<SourceDefinition, "PhysicalName"> = { Label: "Clash", Fields: [{ Name: "Code", Type: "String", Length: 10 }] };
+      const bad: [string, SourceDefinition, RegExp][] = [
+        ["a relation on a system column", { ...base, PhysicalName: "ClashA", Relations: [{ Name: "R", Target: "ClashA", Field: "Id" }] }, /relation 'R' field 'Id' is a system column/],
+        ["two relations on one field", { ...base, PhysicalName: "ClashB", Relations: [{ Name: "R1", Target: "ClashB", Field: "Ref" }, { Name: "R2", Target: "ClashB", Field: "Ref" }] }, /relation 'R2' field 'Ref' clashes/],
+        ["the store's own table", { ...base, PhysicalName: "vep_definition" }, /already has a table of that name/],
+      ];
+      for (const [what, def, message] of bad) await expect(service.catalog.registerSource(def), what).rejects.toThrow(message);
+      await service.catalog.registerSource({ ...base, PhysicalName: "ClashOk" });
+      await expect(service.catalog.registerSource({ ...base, PhysicalName: "CLASHOK" })).rejects.toThrow(/registered as 'ClashOk'/);
+      await installLinkedInTalentHub(service, { generate: true });
+      expect(await catalogRows(service)).toHaveLength(3);
+    });
+
     it("registering the same source twice keeps one catalog row", async () => {
       await installLinkedInTalentHub(service);
       await service.catalog.registerSource(clone(WORKER_SOURCE));
