@@ -212,6 +212,18 @@ export class SecurityService implements SecurityPolicy {
       // Another process may have added it meanwhile (PostgreSQL scale-out): the same id, so a duplicate is fine.
       await this.insert(privilege, { privilegeid: stableId("privilege", w.name), name: w.name, accessright: w.right, entitylogicalname: w.entity, canbeglobal: true, canbebasic: basic }, { ignoreDuplicate: true });
     }
+    // A removed entity's privileges go, with their grants: privilege ids are stable by name, so grants
+    // left behind would apply again to a later entity of the same name.
+    const col = (n: string) => this.q(privilege.attributes.get(n)!.column);
+    const owned = await this.store.executor.query<{ id: string; entity: string }>(`SELECT ${col("privilegeid")} AS ${this.q("id")}, ${col("entitylogicalname")} AS ${this.q("entity")} FROM ${this.q(privilege.table)} WHERE ${col("entitylogicalname")} IS NOT NULL`);
+    const stale = owned.filter((p) => !model.entities.has(p.entity));
+    if (!stale.length) return;
+    await this.store.executor.transaction(async (tx) => {
+      for (const p of stale) {
+        await tx.execute(`DELETE FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} WHERE ${this.q("privilegeid")} = ${this.p(1, "Edm.Guid")}`, [p.id]);
+        await tx.execute(`DELETE FROM ${this.q(privilege.table)} WHERE ${col("privilegeid")} = ${this.p(1, "Edm.Guid")}`, [p.id]);
+      }
+    });
   }
 
   /** Waits for privileges of the latest model changes to exist. */

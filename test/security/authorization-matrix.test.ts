@@ -716,6 +716,30 @@ describe.each(STORE_KINDS)("authorization matrix (%s)", (kind: StoreKind) => {
     await s.unassignRole(app.userId, roleId);
   });
 
+  describe("removed entities", () => {
+    it("take their privileges and grants with them: a later entity of the same name starts with no grants", async () => {
+      const def = { LogicalName: "new_gone", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" as const }] };
+      await s.service.defineEntity(def);
+      await s.service.security!.ready();
+      const privileges = await s.admin.call("GET", "privileges?$select=name&$filter=entitylogicalname eq 'new_gone'");
+      expect(json(privileges).value).toHaveLength(6);
+      const readId = json(privileges).value.find((p: { name: string }) => p.name === "prvReadnew_gone").privilegeid;
+      const app = await caller();
+      const roleId = await s.createRole(`gone ${randomUUID()}`, []);
+      const granted = await s.admin.call("POST", `roles(${roleId})/Microsoft.Dynamics.CRM.AddPrivilegesRole`, { body: { Privileges: [{ PrivilegeId: readId, Depth: "Global" }] } });
+      expect(granted.status, granted.body).toBe(204);
+      await s.assignRole(app.userId, roleId);
+      expect((await app.call("GET", "new_gones")).status).toBe(200);
+      await s.service.define({ removeEntities: ["new_gone"] });
+      await s.service.security!.ready();
+      expect(json(await s.admin.call("GET", "privileges?$select=name&$filter=entitylogicalname eq 'new_gone'")).value).toEqual([]);
+      await s.service.defineEntity(def);
+      await s.service.security!.ready();
+      expectMissingPrivilege(await app.call("GET", "new_gones"), "prvReadnew_gone", app.userId);
+      await s.service.define({ removeEntities: ["new_gone"] });
+    });
+  });
+
   describe("no existence oracle", () => {
     it("link writes and binds are refused for missing privileges before any id is looked up: the same 403 for ids that exist and ids that do not", async () => {
       const app = await caller();
