@@ -83,6 +83,43 @@ export class MetadataService {
     }
   }
 
+  /**
+   * A changed attribute must still describe its stored values: as in Dataverse, an attribute keeps its type,
+   * and a smaller MaxLength or Precision is refused while stored values exceed it (SQLite would keep them,
+   * PostgreSQL refuse or cut them).
+   */
+  private async checkStoredValues(old: Model, next: Model, change: MetadataChange): Promise<void> {
+    const q = (s: string) => this.store.dialect.quote(s);
+    for (const def of change.entities ?? []) {
+      const before = old.entities.get(def.LogicalName);
+      const after = next.entities.get(def.LogicalName);
+      if (!before || !after || !hasOwnTable(after.def)) continue;
+      for (const a of after.attributes.values()) {
+        const was = before.attributes.get(a.logicalName);
+        if (!was || was.column !== a.column) continue;
+        const fail = (message: string) => {
+          throw new DefinitionError(`Invalid entity definition '${def.LogicalName}.${a.logicalName}': ${message}`, "$.Attributes", "stored-values");
+        };
+        if (was.type !== a.type) fail(`an attribute keeps its type (${was.type}); define a new attribute for ${a.type} values`);
+        const count = async (condition: string) => {
+          const rows = await this.store.executor.query<{ n: number | string }>(`SELECT count(*) AS ${q("n")} FROM ${q(after.table)} WHERE ${condition}`);
+          return Number(rows[0]?.n ?? 0);
+        };
+        const col = q(a.column);
+        const [oldLength, newLength] = [was.def.MaxLength, a.def.MaxLength];
+        if (newLength !== undefined && (oldLength === undefined || newLength < oldLength)) {
+          const n = await count(`length(${col}) > ${Number(newLength)}`);
+          if (n) fail(`MaxLength ${newLength} is less than ${n} stored value(s) hold`);
+        }
+        const [oldPrecision, newPrecision] = [was.def.Precision, a.def.Precision];
+        if (newPrecision !== undefined && (a.type === "Decimal" || a.type === "Money") && (oldPrecision === undefined || newPrecision < oldPrecision)) {
+          const n = await count(`${col} IS NOT NULL AND round(${col}, ${Number(newPrecision)}) <> ${col}`);
+          if (n) fail(`Precision ${newPrecision} has fewer decimals than ${n} stored value(s) hold`);
+        }
+      }
+    }
+  }
+
   private tablesOf(model: Model) {
     return [...[...model.entities.values()].filter((e) => hasOwnTable(e.def)).map(tableOf), ...intersectTablesOf(model)];
   }
@@ -125,6 +162,7 @@ export class MetadataService {
       const next = new Model([...entities.values()], [...relationships.values()], [...optionSets.values()], this.reservedSetNames);
 
       this.checkTables(old, next, change);
+      await this.checkStoredValues(old, next, change);
       const before = new Map(this.tablesOf(old).map((t) => [t.name, JSON.stringify(t)]));
       const changedTables = this.tablesOf(next).filter((t) => before.get(t.name) !== JSON.stringify(t));
       if (changedTables.length) await this.store.syncTables(changedTables);

@@ -100,23 +100,33 @@ describe.each(STORE_KINDS)("definitions on %s", (kind) => {
     }
   });
 
-  it("a refused change of column types changes no column (no value is cut)", async () => {
+  it("refuses a type change, or a MaxLength or Precision that stored values exceed, and changes no column", async () => {
     const service = await openTestService(kind);
     try {
-      const def: EntityDefinition = { LogicalName: "new_cut", Attributes: [{ LogicalName: "new_name", AttributeType: "String", MaxLength: 100 }, { LogicalName: "new_num", AttributeType: "String", MaxLength: 20 }] };
+      const def: EntityDefinition = {
+        LogicalName: "new_cut",
+        Attributes: [
+          { LogicalName: "new_name", AttributeType: "String", MaxLength: 100 },
+          { LogicalName: "new_num", AttributeType: "String", MaxLength: 20 },
+          { LogicalName: "new_amount", AttributeType: "Decimal", Precision: 4 },
+        ],
+      };
       await service.defineEntity(def);
-      expect((await service.request("POST", "new_cuts", { body: { new_name: "a long value of forty characters ........", new_num: "12abc" } })).status).toBe(204);
-      // Shorter text and text to integer: "12abc" is no integer, so the whole change is refused.
-      const narrowed: EntityDefinition = { ...def, Attributes: [{ LogicalName: "new_name", AttributeType: "String", MaxLength: 5 }, { LogicalName: "new_num", AttributeType: "Integer" }] };
-      if (kind === "postgres") await expect(service.defineEntity(narrowed)).rejects.toThrow(/nothing was changed|cannot become/);
-      else await service.defineEntity(narrowed).catch(() => undefined);
-      const raw = await service.store.executor.query<{ new_name: string }>(`SELECT new_name FROM new_cut`);
+      expect((await service.request("POST", "new_cuts", { body: { new_name: "a long value of forty characters ........", new_num: "12abc", new_amount: 1.2345 } })).status).toBe(204);
+      const attrs = (changes: Record<string, object>) => ({ ...def, Attributes: def.Attributes.map((a) => ({ ...a, ...(changes[a.LogicalName] ?? {}) })) }) as EntityDefinition;
+      await expect(service.defineEntity(attrs({ new_num: { AttributeType: "Integer", MaxLength: undefined } }))).rejects.toThrow(/new_cut\.new_num.*keeps its type \(String\)/);
+      await expect(service.defineEntity(attrs({ new_name: { MaxLength: 5 } }))).rejects.toThrow(/new_cut\.new_name.*MaxLength 5 is less than 1 stored value/);
+      await expect(service.defineEntity(attrs({ new_amount: { Precision: 1 } }))).rejects.toThrow(/new_cut\.new_amount.*Precision 1/);
+      const raw = await service.store.executor.query<{ new_name: string; new_amount: number | string }>(`SELECT new_name, new_amount FROM new_cut`);
       expect(raw[0]!.new_name).toBe("a long value of forty characters ........");
+      expect(Number(raw[0]!.new_amount)).toBe(1.2345);
+      // Widening is fine, and so is narrowing that every value fits.
+      await service.defineEntity(attrs({ new_name: { MaxLength: 200 }, new_num: { MaxLength: 5 } }));
+      expect(service.model.entity("new_cut")!.attributes.get("new_num")!.def.MaxLength).toBe(5);
     } finally {
       await service.dispose();
     }
   });
-
 
   it("adds a column for a new attribute without losing rows", async () => {
     const service = await openTestService(kind);
