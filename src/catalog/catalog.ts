@@ -98,6 +98,9 @@ export class VirtualEntityCatalog {
       if (previous && previous.PhysicalName !== def.PhysicalName) {
         throw new DefinitionError(`The source '${def.PhysicalName}' is registered as '${previous.PhysicalName}'; a source cannot be renamed by changing the case of its name`, "$.PhysicalName", "unique");
       }
+      // Labels name sources in the catalog and the CLI (catalog generate --label): one source per label.
+      const sameLabel = [...this.sources.values()].find((other) => other.PhysicalName.toLowerCase() !== def.PhysicalName.toLowerCase() && other.Label.toLowerCase() === def.Label.toLowerCase());
+      if (sameLabel) throw new DefinitionError(`The label '${def.Label}' is already the label of the source '${sameLabel.PhysicalName}'`, "$.Label", "unique");
       // A new source's table must be new: not an entity's, not one the store keeps for itself.
       if (!previous && this.store.tableNames().has(def.PhysicalName.toLowerCase())) {
         throw new DefinitionError(`The source '${def.PhysicalName}' cannot be registered: the store already has a table of that name`, "$.PhysicalName", "unique");

@@ -194,6 +194,7 @@ describe.each(STORE_KINDS)("virtual entity catalog Generate/refresh (%s)", (kind
       for (const [what, def, message] of bad) await expect(service.catalog.registerSource(def), what).rejects.toThrow(message);
       await service.catalog.registerSource({ ...base, PhysicalName: "ClashOk" });
       await expect(service.catalog.registerSource({ ...base, PhysicalName: "CLASHOK" })).rejects.toThrow(/registered as 'ClashOk'/);
+      await expect(service.catalog.registerSource({ ...base, PhysicalName: "ClashOther", Label: "CLASH" })).rejects.toThrow(/label 'CLASH' is already the label of the source 'ClashOk'/);
       await installLinkedInTalentHub(service, { generate: true });
       expect(await catalogRows(service)).toHaveLength(3);
     });
