@@ -4,7 +4,7 @@ import { AsyncLock } from "../store/executor.js";
 import { intersectTablesOf, tableOf } from "../store/entity-tables.js";
 import { SQL_PROVIDER_ID } from "../store/sql-provider.js";
 import { DEFINITION_TABLE_SPEC, MetadataRepository } from "./metadata-repository.js";
-import { Model, normalizeEntityDefinition, normalizeOptionSetDefinition, normalizeRelationshipDefinition } from "./model.js";
+import { checkSchemaNames, Model, normalizeEntityDefinition, normalizeOptionSetDefinition, normalizeRelationshipDefinition } from "./model.js";
 import type { EntityDefinition, OptionSetDefinition, RelationshipDefinition } from "./types.js";
 
 export interface MetadataChange {
@@ -161,6 +161,7 @@ export class MetadataService {
       for (const r of change.relationships ?? []) relationships.set(r.SchemaName, normalizeRelationshipDefinition(r, relationships.get(r.SchemaName)));
       const next = new Model([...entities.values()], [...relationships.values()], [...optionSets.values()], this.reservedSetNames);
 
+      checkSchemaNames(next, old);
       this.checkTables(old, next, change);
       await this.checkStoredValues(old, next, change);
       const before = new Map(this.tablesOf(old).map((t) => [t.name, JSON.stringify(t)]));

@@ -98,6 +98,10 @@ export const SYSTEM_ATTRIBUTES: readonly AttributeDefinition[] = [
  */
 export function normalizeEntityDefinition(input: EntityDefinition, previous?: EntityDefinition): EntityDefinition {
   validateEntityDefinition(input);
+  // Checked when a definition is made or changed, not when a stored one is loaded: a store made before a
+  // check was added still opens.
+  input.Attributes.forEach((a, i) => checkFacets(input.LogicalName, a, i, a.OptionSet));
+  checkKeys(input);
   const def: EntityDefinition = structuredClone(input);
   def.SchemaName ??= previous?.SchemaName ?? schemaNameOf(def.LogicalName);
   def.EntitySetName ??= previous?.EntitySetName ?? pluralize(def.LogicalName);
@@ -280,7 +284,6 @@ export class EntityModel {
           throw new DefinitionError(`Invalid entity definition '${def.LogicalName}.${a.LogicalName}': global option set '${a.GlobalOptionSetName}' is not defined`, `$.Attributes[${i}].GlobalOptionSetName`, "reference");
         }
       }
-      checkFacets(def.LogicalName, a, i, optionSet);
       const model = new AttributeModel(this, a, optionSet);
       this.attributes.set(a.LogicalName, model);
       this.properties.set(model.propertyName, model);
@@ -300,14 +303,11 @@ export class EntityModel {
     for (const [i, k] of (def.Keys ?? []).entries()) {
       const attrs = k.KeyAttributes.map((n, j) => {
         const a = this.attributes.get(n);
-        // As Dataverse: text, numbers, dates, lookups and choices make keys; long text and yes/no do not.
-        if (!a || a.type === "Memo" || a.type === "Boolean") {
+        if (!a || a.type === "Memo") {
           throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' names attribute '${n}', which is not a key-able attribute`, `$.Keys[${i}].KeyAttributes[${j}]`, "reference");
         }
-        if (k.KeyAttributes.indexOf(n) !== j) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' names attribute '${n}' twice`, `$.Keys[${i}].KeyAttributes[${j}]`, "unique");
         return a;
       });
-      if (this.keys.some((other) => other.logicalName === k.LogicalName)) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' is defined twice`, `$.Keys[${i}].LogicalName`, "unique");
       this.keys.push({ logicalName: k.LogicalName, attributes: attrs });
     }
     const columns = new Map<string, string>();
@@ -334,6 +334,18 @@ export class EntityModel {
 }
 
 const INT32 = { min: -2147483648, max: 2147483647 };
+
+/** Keys as Dataverse takes them: one name each, each attribute once, no yes/no attribute. */
+function checkKeys(def: EntityDefinition): void {
+  const types = new Map(def.Attributes.map((a) => [a.LogicalName, a.AttributeType]));
+  for (const [i, k] of (def.Keys ?? []).entries()) {
+    if ((def.Keys ?? []).findIndex((other) => other.LogicalName === k.LogicalName) !== i) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' is defined twice`, `$.Keys[${i}].LogicalName`, "unique");
+    for (const [j, n] of k.KeyAttributes.entries()) {
+      if (k.KeyAttributes.indexOf(n) !== j) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' names attribute '${n}' twice`, `$.Keys[${i}].KeyAttributes[${j}]`, "unique");
+      if (types.get(n) === "Boolean") throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': key '${k.LogicalName}' names attribute '${n}', which is not a key-able attribute (a Boolean)`, `$.Keys[${i}].KeyAttributes[${j}]`, "reference");
+    }
+  }
+}
 
 /**
  * What the JSON schema cannot say of one attribute: ranges that fit the type and are not empty, a default
@@ -395,6 +407,35 @@ function checkFacets(entity: string, a: AttributeDefinition, i: number, optionSe
 }
 
 /**
+ * Option sets are EnumTypes of the same CSDL schema as entity types: one name, one element. Checked on
+ * every change of the model (not when a stored model is loaded, so an older store still opens).
+ */
+export function checkSchemaNames(model: Model, previous?: Model): void {
+  const known = new Set(previous ? schemaNameClashes(previous).map((e) => e.message) : []);
+  // Only a clash the change brings is refused: one an older store already holds does not block other changes.
+  const added = schemaNameClashes(model).find((e) => !known.has(e.message));
+  if (added) throw added;
+}
+
+function schemaNameClashes(model: Model): DefinitionError[] {
+  const clashes: DefinitionError[] = [];
+  const optionSetOwner = new Map<string, string>([...model.optionSets.keys()].map((n) => [n, `the global option set '${n}'`]));
+  for (const entity of model.entities.values()) {
+    for (const a of entity.attributes.values()) {
+      const local = a.def.OptionSet?.Name;
+      if (local === undefined) continue;
+      const other = optionSetOwner.get(local);
+      if (other) clashes.push(new DefinitionError(`Invalid entity definition '${entity.logicalName}.${a.logicalName}': option set name '${local}' is already used by ${other}`, "$.Attributes.OptionSet.Name", "unique"));
+      else optionSetOwner.set(local, `${entity.logicalName}.${a.logicalName}`);
+    }
+  }
+  for (const [name, owner] of optionSetOwner) {
+    if (model.entities.has(name)) clashes.push(new DefinitionError(`The option set '${name}' (${owner}) has the name of an entity; each name in $metadata must be unique`, "$.Name", "unique"));
+  }
+  return clashes;
+}
+
+/**
  * The whole model: every entity, relationship and global option set, resolved and cross-checked.
  * Immutable: a change builds a new Model, so a request keeps the one it started with.
  */
@@ -421,22 +462,12 @@ export class Model {
       this.entities.set(def.LogicalName, entity);
       this.entitySets.set(entity.entitySetName, entity);
     }
-    // Option sets are EnumTypes of the same CSDL schema as entity types: one name, one element.
-    const optionSetOwner = new Map<string, string>([...this.optionSets.keys()].map((n) => [n, `the global option set '${n}'`]));
     for (const entity of this.entities.values()) {
       for (const a of entity.attributes.values()) {
         if (a.type === "Lookup" && !this.entities.has(a.def.Targets![0]!)) {
           throw new DefinitionError(`Invalid entity definition '${entity.logicalName}.${a.logicalName}': lookup target '${a.def.Targets![0]}' is not defined`, "$.Attributes.Targets", "reference");
         }
-        const local = a.def.OptionSet?.Name;
-        if (local === undefined) continue;
-        const other = optionSetOwner.get(local);
-        if (other) throw new DefinitionError(`Invalid entity definition '${entity.logicalName}.${a.logicalName}': option set name '${local}' is already used by ${other}`, "$.Attributes.OptionSet.Name", "unique");
-        optionSetOwner.set(local, `${entity.logicalName}.${a.logicalName}`);
       }
-    }
-    for (const [name, owner] of optionSetOwner) {
-      if (this.entities.has(name)) throw new DefinitionError(`The option set '${name}' (${owner}) has the name of an entity; each name in $metadata must be unique`, "$.Name", "unique");
     }
     for (const r of relationshipDefs) {
       if (this.relationships.has(r.SchemaName)) throw new DefinitionError(`Relationship '${r.SchemaName}' is defined twice`, "$.SchemaName", "unique");

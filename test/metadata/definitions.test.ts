@@ -225,6 +225,35 @@ describe.each(STORE_KINDS)("definitions on %s", (kind) => {
   });
 });
 
+describe("stores made by earlier versions", () => {
+  it("open even when a stored definition would fail a check added since (the checks apply to changes)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "vep-older-"));
+    try {
+      const file = join(dir, "older.sqlite");
+      const first = await createService({ database: file, security: "none" });
+      await first.defineEntity({ LogicalName: "new_old", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }, { LogicalName: "new_flag", AttributeType: "Boolean" }], Keys: [{ LogicalName: "new_x_key", KeyAttributes: ["new_x"] }] });
+      expect((await first.request("POST", "new_olds", { body: { new_x: 1 } })).status).toBe(204);
+      // What an earlier version let through: a 64-bit MaxValue, a key on a Boolean, an option set named like an entity.
+      const stored = JSON.parse((await first.store.executor.query<{ body: string }>(`SELECT body FROM vep_definition WHERE kind = 'entity' AND name = 'new_old'`))[0]!.body);
+      stored.Attributes.find((a: { LogicalName: string }) => a.LogicalName === "new_x").MaxValue = 1e12;
+      stored.Keys.push({ LogicalName: "new_flag_key", KeyAttributes: ["new_flag"] });
+      stored.Attributes.push({ LogicalName: "new_kind", AttributeType: "Picklist", OptionSet: { Name: "new_old", Options: [{ Value: 1, Label: "A" }] } });
+      await first.store.executor.execute(`UPDATE vep_definition SET body = ?1 WHERE kind = 'entity' AND name = 'new_old'`, [JSON.stringify(stored)]);
+      await first.close();
+      const again = await createService({ database: file, security: "none" });
+      try {
+        expect(json(await again.request("GET", "new_olds?$select=new_x")).value).toEqual([expect.objectContaining({ new_x: 1 })]);
+        // Unrelated changes still go through.
+        await again.defineEntity({ LogicalName: "new_fresh", Attributes: [{ LogicalName: "new_y", AttributeType: "Integer" }] });
+      } finally {
+        await again.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("definitions survive a restart", () => {
   const dir = mkdtempSync(join(tmpdir(), "vep-restart-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
