@@ -96,9 +96,9 @@ async function clients(args: string[]): Promise<void> {
   if (!clientId) throw new Error("clients add needs --client-id");
   await withService(databaseOf(values.database), async (service) => {
     const security = service.security!;
-    if ((await security.hasClient(clientId)) && !values["rotate-secret"]) {
-      throw new Error(`The client '${clientId}' exists already; pass --rotate-secret to give it a new secret (its current one stops working)`);
-    }
+    const exists = await security.hasClient(clientId);
+    if (exists && !values["rotate-secret"]) throw new Error(`The client '${clientId}' exists already; pass --rotate-secret to give it a new secret (its current one stops working)`);
+    if (!exists && values["rotate-secret"]) throw new Error(`No client '${clientId}' to rotate the secret of; leave out --rotate-secret to add it`);
     const roleIds: string[] = [];
     for (const name of values.role ?? []) {
       const id = await security.roleIdByName(name);

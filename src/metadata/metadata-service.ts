@@ -1,4 +1,7 @@
 import { DefinitionError } from "./schema-validation.js";
+
+/** Unbound functions every service has; an entity set may not take their names. */
+const UNBOUND_FUNCTION_NAMES: ReadonlySet<string> = new Set(["WhoAmI"]);
 import type { Store } from "../store/store.js";
 import { AsyncLock } from "../store/executor.js";
 import { intersectTablesOf, tableOf } from "../store/entity-tables.js";
@@ -30,6 +33,7 @@ export class MetadataService {
   private readonly listeners = new Set<(model: Model) => void>();
   /** Entities the service itself defines (users, roles, the catalog): not to be redefined or removed by callers. */
   private readonly builtIn = new Set<string>();
+  private readonly builtInRelationships = new Set<string>();
   readonly repository: MetadataRepository;
 
   private constructor(
@@ -81,6 +85,30 @@ export class MetadataService {
       const table = e.table.toLowerCase();
       if (storeTables.has(table) && !known.has(table)) throw new DefinitionError(`The entity '${e.logicalName}' cannot use the table '${e.table}': the store keeps it for something else`);
     }
+    // A many-to-many relationship's intersect table is its own: not an entity's, not the store's, not another's.
+    for (const r of change.relationships ?? []) {
+      if (r.RelationshipType !== "ManyToManyRelationship") continue;
+      const table = r.IntersectEntityName.toLowerCase();
+      const before = old.relationships.get(r.SchemaName);
+      const same = before?.RelationshipType === "ManyToManyRelationship" && before.IntersectEntityName.toLowerCase() === table;
+      const owner = owners.get(table);
+      if (owner) throw new DefinitionError(`The relationship '${r.SchemaName}' cannot use the table '${r.IntersectEntityName}': it is the table of the entity '${owner}'`);
+      const shared = [...next.relationships.values()].find((o) => o.SchemaName !== r.SchemaName && o.RelationshipType === "ManyToManyRelationship" && o.IntersectEntityName.toLowerCase() === table);
+      if (shared) throw new DefinitionError(`The relationships '${shared.SchemaName}' and '${r.SchemaName}' would share the intersect table '${r.IntersectEntityName}'`);
+      if (!same && storeTables.has(table)) throw new DefinitionError(`The relationship '${r.SchemaName}' cannot use the table '${r.IntersectEntityName}': the store keeps it for something else`);
+    }
+    for (const def of change.entities ?? []) {
+      const e = next.entities.get(def.LogicalName);
+      if (!e) continue;
+      // Function names of the service are not entity set names (WhoAmI), for definitions made or changed now.
+      if (UNBOUND_FUNCTION_NAMES.has(e.entitySetName)) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': EntitySetName '${e.entitySetName}' is the name of a function of the service`, "$.EntitySetName", "reserved");
+      // A choice's default is one of its options, the global option set's too.
+      for (const a of e.attributes.values()) {
+        if (a.type === "Picklist" && a.def.DefaultValue !== undefined && a.options && !a.options.has(a.def.DefaultValue as number)) {
+          throw new DefinitionError(`Invalid entity definition '${def.LogicalName}.${a.logicalName}': DefaultValue ${JSON.stringify(a.def.DefaultValue)} is not one of the option values`, "$.Attributes.DefaultValue", "type");
+        }
+      }
+    }
   }
 
   /**
@@ -124,9 +152,10 @@ export class MetadataService {
     return [...[...model.entities.values()].filter((e) => hasOwnTable(e.def)).map(tableOf), ...intersectTablesOf(model)];
   }
 
-  /** Marks entities as the service's own: only `apply(…, { builtIn: true })` may change them. */
-  reserveBuiltIn(logicalNames: readonly string[]): void {
+  /** Marks entities and relationships as the service's own: only `apply(…, { builtIn: true })` may change them. */
+  reserveBuiltIn(logicalNames: readonly string[], relationshipNames: readonly string[] = []): void {
     for (const n of logicalNames) this.builtIn.add(n);
+    for (const n of relationshipNames) this.builtInRelationships.add(n);
   }
 
   defineEntity(def: EntityDefinition): Promise<Model> {
@@ -149,6 +178,9 @@ export class MetadataService {
       if (!options.builtIn) {
         for (const name of [...(change.entities ?? []).map((e) => e.LogicalName), ...(change.removeEntities ?? [])]) {
           if (this.builtIn.has(name)) throw new DefinitionError(`'${name}' is a built-in entity of the service: it cannot be redefined or removed`);
+        }
+        for (const name of [...(change.relationships ?? []).map((r) => r.SchemaName), ...(change.removeRelationships ?? [])]) {
+          if (this.builtInRelationships.has(name)) throw new DefinitionError(`'${name}' is a built-in relationship of the service: it cannot be redefined or removed`);
         }
       }
       const entities = new Map([...old.entities.values()].map((e) => [e.logicalName, e.def]));

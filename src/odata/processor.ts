@@ -71,8 +71,8 @@ export interface ODataProcessorOptions {
 }
 
 export const DEFAULT_ROOT = "/api/data/v9.2";
-/** Names an entity set may not take: the metadata sets, `$` segments and the service's own unbound functions. */
-export const RESERVED_SET_NAMES: ReadonlySet<string> = new Set(["EntityDefinitions", "RelationshipDefinitions", "GlobalOptionSetDefinitions", "$metadata", "$batch", "$crossjoin", "$all", "$entity", "WhoAmI"]);
+/** Names an entity set may not take: the metadata sets and `$` segments. */
+export const RESERVED_SET_NAMES: ReadonlySet<string> = new Set(["EntityDefinitions", "RelationshipDefinitions", "GlobalOptionSetDefinitions", "$metadata", "$batch", "$crossjoin", "$all", "$entity"]);
 
 const JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
 
@@ -260,17 +260,24 @@ export class ODataProcessor {
       else if (/^(xml|application\/xml)(;.*)?$/.test(format)) wantJson = false;
       else throw new ODataError(406, ErrorCodes.notAcceptable, `$format=${options.format} is not supported for $metadata; use xml or json`);
     } else if (accept) {
-      // Media ranges with their quality (RFC 9110 §12.5.1): q=0 means "not this one".
+      // Media ranges with their quality (RFC 9110 §12.5.1): the most specific range naming a format gives its
+      // q (q=0: not this one; a malformed q counts as 1). Higher q wins, then a format named outright over one
+      // reached by a wildcard (axios sends "application/json, text/plain, */*"), then XML, the default.
       const ranges = accept.split(",").map((t) => {
         const [type, ...params] = t.split(";");
-        const q = params.map((p) => /^\s*q\s*=\s*([\d.]+)\s*$/i.exec(p)?.[1]).find((v) => v !== undefined);
-        return { type: type!.trim().toLowerCase(), q: q === undefined ? 1 : Number(q) };
+        const q = Number(params.map((p) => /^\s*q\s*=\s*(.*)$/i.exec(p)?.[1]).find((v) => v !== undefined) ?? 1);
+        return { type: type!.trim().toLowerCase(), q: Number.isFinite(q) && q >= 0 && q <= 1 ? q : 1 };
       });
-      const quality = (...types: string[]) => Math.max(0, ...ranges.filter((r) => types.includes(r.type)).map((r) => r.q));
-      const xml = Math.max(quality("application/xml", "text/xml"), ranges.some((r) => r.type === "application/xml" || r.type === "text/xml") ? 0 : quality("*/*", "application/*"));
-      const json = Math.max(quality("application/json"), ranges.some((r) => r.type === "application/json") ? 0 : quality("*/*", "application/*") * 0.999);
-      if (!(xml > 0) && !(json > 0)) throw new ODataError(406, ErrorCodes.notAcceptable, `$metadata is available as application/xml or application/json, not ${accept}`);
-      wantJson = json > xml;
+      const preference = (...exact: string[]): [number, number] => {
+        const specific = ranges.filter((r) => exact.includes(r.type));
+        if (specific.length) return [Math.max(...specific.map((r) => r.q)), 2];
+        const wild = ranges.filter((r) => r.type === "application/*" || r.type === "*/*");
+        return wild.length ? [Math.max(...wild.map((r) => r.q)), 1] : [0, 0];
+      };
+      const xml = preference("application/xml", "text/xml");
+      const json = preference("application/json");
+      if (xml[0] === 0 && json[0] === 0) throw new ODataError(406, ErrorCodes.notAcceptable, `$metadata is available as application/xml or application/json, not ${accept}`);
+      wantJson = json[0] > xml[0] || (json[0] === xml[0] && json[1] > xml[1]);
     } else wantJson = false;
     if (wantJson) return this.json(200, csdlJson(ctx.model, this.options.operations));
     return { status: 200, headers: { "Content-Type": "application/xml; charset=utf-8", "OData-Version": "4.0" }, body: csdlXml(ctx.model, this.options.operations) };
@@ -383,7 +390,9 @@ export class ODataProcessor {
     const cast = rest[0] && rest[0].args === undefined ? /^(?:Microsoft\.Dynamics\.CRM|mscrm)\.([A-Za-z]+)$/.exec(rest[0].name) : null;
     if (cast) {
       const type = `#Microsoft.Dynamics.CRM.${cast[1]}`;
-      if (!METADATA_DERIVED_TYPES.has(cast[1]!) && !rows.some((r) => r["@odata.type"] === type)) throw notFound(`'${rest[0]!.name}' is not a type of the rows of ${contextPath}`);
+      // A cast names a type derived from the set's own (or the type its rows carry), never another set's.
+      const derived = METADATA_DERIVED_TYPES.get(cast[1]!) === entity.logicalName;
+      if (!derived && !rows.some((r) => r["@odata.type"] === type)) throw notFound(`'${rest[0]!.name}' is not a type of the rows of ${contextPath}`);
       rows = rows.filter((r) => r["@odata.type"] === type);
       contextPath += `/Microsoft.Dynamics.CRM.${cast[1]}`;
       rest = rest.slice(1);

@@ -141,11 +141,14 @@ export class SecurityService implements SecurityPolicy {
     const missingRelationships = SECURITY_RELATIONSHIPS.filter((r) => !metadata.model.relationships.has(r.SchemaName));
     const hardened = hardenedSecurityEntities(metadata.model);
     if (missing.length || missingRelationships.length || hardened.length) await metadata.apply({ entities: [...missing, ...hardened], relationships: [...missingRelationships] }, { builtIn: true });
-    metadata.reserveBuiltIn(SECURITY_ENTITIES.map((e) => e.LogicalName));
+    metadata.reserveBuiltIn(SECURITY_ENTITIES.map((e) => e.LogicalName), SECURITY_RELATIONSHIPS.map((r) => r.SchemaName));
     await service.ensureBuiltIns();
     await service.syncPrivileges(metadata.model);
+    let previous = metadata.model;
     metadata.onChange((model) => {
-      service.pendingSync = service.pendingSync.then(() => service.syncPrivileges(model)).catch((e) => console.error("[virtual-entity-provider] privilege sync failed:", e));
+      const removed = [...previous.entities.keys()].filter((name) => !model.entities.has(name));
+      previous = model;
+      service.pendingSync = service.pendingSync.then(() => service.syncPrivileges(model, removed)).catch((e) => console.error("[virtual-entity-provider] privilege sync failed:", e));
     });
     for (const ext of options.external ?? []) {
       let keys: JWTVerifyGetKey;
@@ -197,7 +200,7 @@ export class SecurityService implements SecurityPolicy {
   }
 
   /** Every entity gets its six privileges (virtual ones when generated), plus the metadata privileges. */
-  private async syncPrivileges(model: Model): Promise<void> {
+  private async syncPrivileges(model: Model, removed: readonly string[] = []): Promise<void> {
     const privilege = model.entity(PRIVILEGE);
     if (!privilege) return;
     const existing = new Set((await this.store.executor.query<{ name: string }>(`SELECT ${this.q("name")} FROM ${this.q(privilege.table)}`)).map((r) => r.name));
@@ -212,16 +215,18 @@ export class SecurityService implements SecurityPolicy {
       // Another process may have added it meanwhile (PostgreSQL scale-out): the same id, so a duplicate is fine.
       await this.insert(privilege, { privilegeid: stableId("privilege", w.name), name: w.name, accessright: w.right, entitylogicalname: w.entity, canbeglobal: true, canbebasic: basic }, { ignoreDuplicate: true });
     }
-    // A removed entity's privileges go, with their grants: privilege ids are stable by name, so grants
-    // left behind would apply again to a later entity of the same name.
-    const col = (n: string) => this.q(privilege.attributes.get(n)!.column);
-    const owned = await this.store.executor.query<{ id: string; entity: string }>(`SELECT ${col("privilegeid")} AS ${this.q("id")}, ${col("entitylogicalname")} AS ${this.q("entity")} FROM ${this.q(privilege.table)} WHERE ${col("entitylogicalname")} IS NOT NULL`);
-    const stale = owned.filter((p) => !model.entities.has(p.entity));
-    if (!stale.length) return;
+    // The privileges of entities this change removed go, with their grants: privilege ids are stable by name,
+    // so grants left behind would apply again to a later entity of the same name. Only those: another
+    // process on the same store may serve entities this one does not know yet.
+    const gone = removed.filter((name) => !model.entities.has(name));
+    if (!gone.length) return;
     await this.store.executor.transaction(async (tx) => {
-      for (const p of stale) {
-        await tx.execute(`DELETE FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} WHERE ${this.q("privilegeid")} = ${this.p(1, "Edm.Guid")}`, [p.id]);
-        await tx.execute(`DELETE FROM ${this.q(privilege.table)} WHERE ${col("privilegeid")} = ${this.p(1, "Edm.Guid")}`, [p.id]);
+      for (const entity of gone) {
+        for (const right of RIGHTS) {
+          const id = stableId("privilege", privilegeName(right, entity));
+          await tx.execute(`DELETE FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} WHERE ${this.q("privilegeid")} = ${this.p(1, "Edm.Guid")}`, [id]);
+          await tx.execute(`DELETE FROM ${this.q(privilege.table)} WHERE ${this.q(privilege.primaryId.column)} = ${this.p(1, "Edm.Guid")}`, [id]);
+        }
       }
     });
   }
@@ -460,7 +465,10 @@ export class SecurityService implements SecurityPolicy {
     if (secret.length < 16 || secret.length > MAX_SECRET_LENGTH) throw badRequest(`A client secret must be 16 to ${MAX_SECRET_LENGTH} characters long`);
     const hash = await this.hash(secret);
     const t = this.q(OAUTH_CLIENT_TABLE.name);
-    const updated = await this.store.executor.execute(`UPDATE ${t} SET ${this.q("secrethash")} = ${this.p(1)}, ${this.q("name")} = ${this.p(2)} WHERE ${this.q("clientid")} = ${this.p(3)}`, [hash, options.name ?? clientId, clientId]);
+    // A new secret for an existing client keeps its name unless one is given.
+    const updated = options.name === undefined
+      ? await this.store.executor.execute(`UPDATE ${t} SET ${this.q("secrethash")} = ${this.p(1)} WHERE ${this.q("clientid")} = ${this.p(2)}`, [hash, clientId])
+      : await this.store.executor.execute(`UPDATE ${t} SET ${this.q("secrethash")} = ${this.p(1)}, ${this.q("name")} = ${this.p(2)} WHERE ${this.q("clientid")} = ${this.p(3)}`, [hash, options.name, clientId]);
     if (!updated.changes) {
       await this.store.executor.execute(`INSERT INTO ${t} (${this.q("clientid")}, ${this.q("name")}, ${this.q("secrethash")}, ${this.q("createdon")}) VALUES (${this.p(1)}, ${this.p(2)}, ${this.p(3)}, ${this.p(4)})`, [clientId, options.name ?? clientId, hash, new Date().toISOString()]);
     }

@@ -120,6 +120,12 @@ export class Store {
       } catch (e) {
         this.tables.clear();
         for (const [name, spec] of before) this.tables.set(name, spec);
+        // Columns already altered go back to what the restored specs say, or the next change would find them
+        // different and have TypeORM drop and re-add them, values and all.
+        if (this.kind === "postgres") {
+          const restored = specs.map((s) => before.get(s.name)).filter((s): s is TableSpec => s !== undefined);
+          await this.widenPostgresColumns(restored).catch((undo) => console.error("[virtual-entity-provider] could not undo column changes:", undo));
+        }
         await this.applySchemas();
         throw e;
       }

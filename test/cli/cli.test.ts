@@ -43,6 +43,7 @@ describe("the vep CLI", () => {
     await expect(run(TSX, [CLI, "clients", "add", "--client-id", "ats-1", "--database", database])).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/exists already; pass --rotate-secret/) });
     const rotated = (await run(TSX, [CLI, "clients", "add", "--client-id", "ats-1", "--rotate-secret", "--database", database])).stdout;
     expect(/client_secret: (\S+)/.exec(rotated)![1]).not.toBe(secret);
+    await expect(run(TSX, [CLI, "clients", "add", "--client-id", "ats-unknown", "--rotate-secret", "--database", database])).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/No client 'ats-unknown'/) });
   }, 60_000);
 
   it("serves on the given port, prints the service root and stops on SIGTERM", async () => {

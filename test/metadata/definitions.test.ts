@@ -77,6 +77,15 @@ describe("the service's own entities and tables", () => {
       }
       await service.defineEntity({ LogicalName: "new_one", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] });
       await expect(service.defineEntity({ LogicalName: "new_two", ExternalName: "new_one", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] })).rejects.toThrow(/share the table/);
+      // Nor may a many-to-many relationship put its links in a table that is not its own, or touch a built-in relationship.
+      await service.defineEntity({ LogicalName: "new_two", Attributes: [{ LogicalName: "new_y", AttributeType: "Integer" }] });
+      const link = (table: string) => ({ SchemaName: "new_one_two", RelationshipType: "ManyToManyRelationship" as const, Entity1LogicalName: "new_one", Entity2LogicalName: "new_two", IntersectEntityName: table, Entity1IntersectAttribute: "new_oneid", Entity2IntersectAttribute: "new_twoid", Entity1NavigationPropertyName: "new_twos", Entity2NavigationPropertyName: "new_ones" });
+      for (const table of ["systemuser", "systemuserroles", "vep_definition", "new_one"]) await expect(service.defineRelationship(link(table)), table).rejects.toThrow(DefinitionError);
+      await service.defineRelationship(link("new_one_two"));
+      await expect(service.define({ removeRelationships: ["systemuserroles_association"] })).rejects.toThrow(/built-in relationship/);
+      // A choice's default is one of its options, the global option set's too.
+      await service.defineOptionSet({ Name: "new_levels", Options: [{ Value: 1, Label: "Low" }] });
+      await expect(service.defineEntity({ LogicalName: "new_three", Attributes: [{ LogicalName: "new_level", AttributeType: "Picklist", GlobalOptionSetName: "new_levels", DefaultValue: 99 }] })).rejects.toThrow(/DefaultValue 99 is not one of the option values/);
     } finally {
       await service.close();
     }
@@ -89,12 +98,16 @@ describe.each(STORE_KINDS)("definitions on %s", (kind) => {
     try {
       await service.defineEntity(PROJECT);
       for (const code of ["DUP", "DUP"]) expect((await service.request("POST", "new_projects", { body: { new_name: code } })).status).toBe(204);
-      // A key over values that are not unique: the store refuses the unique index.
-      await expect(service.defineEntity({ ...PROJECT, Keys: [{ LogicalName: "new_name_key", KeyAttributes: ["new_name"] }] })).rejects.toThrow();
+      // A key over values that are not unique: the store refuses the unique index. The same change widens
+      // new_name, which PostgreSQL alters first: that must be undone too, or the next change would have
+      // the column dropped and added again (its values lost).
+      const widened = { ...PROJECT, Attributes: PROJECT.Attributes.map((a) => (a.LogicalName === "new_name" ? { ...a, MaxLength: 200 } : a)) } as EntityDefinition;
+      await expect(service.defineEntity({ ...widened, Keys: [{ LogicalName: "new_name_key", KeyAttributes: ["new_name"] }] })).rejects.toThrow();
       expect(service.model.entity("new_project")!.keys).toHaveLength(0);
       await service.defineEntity({ LogicalName: "new_after", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] });
       expect((await service.request("POST", "new_afters", { body: { new_x: 1 } })).status).toBe(204);
       expect(json(await service.request("GET", "new_projects/$count"))).toBe(2);
+      expect(json(await service.request("GET", "new_projects?$select=new_name")).value.map((r: { new_name: string }) => r.new_name)).toEqual(["DUP", "DUP"]);
     } finally {
       await service.dispose();
     }

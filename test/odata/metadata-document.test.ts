@@ -337,6 +337,10 @@ describe("$metadata (sqlite)", () => {
       expect(await typeFor("application/json;q=0.2, application/xml")).toBe("application/xml");
       expect(await typeFor("application/json;q=0, */*")).toBe("application/xml");
       expect(await typeFor("application/xml;q=0, application/json;q=0")).toBe(406);
+      // A format named outright beats one a wildcard reaches (axios's default Accept), at the same q.
+      expect(await typeFor("application/json, text/plain, */*")).toBe("application/json");
+      expect(await typeFor("application/json, */*")).toBe("application/json");
+      expect(await typeFor("application/json;q=abc")).toBe("application/json");
     });
 
     it("declares OData 4.0, the Microsoft.Dynamics.CRM namespace with its mscrm alias, and the vocabularies it uses", () => {

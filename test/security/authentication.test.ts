@@ -416,6 +416,29 @@ describe("authentication (sqlite)", () => {
       expect(made.status, made.body).toBe(204);
     });
 
+    it("a change in one process leaves the privileges of entities another process on the same store defined", async () => {
+      const dir = mkdtempSync(join(tmpdir(), "vep-two-"));
+      try {
+        const file = join(dir, "shared.sqlite");
+        const a = await createService({ database: file });
+        const b = await createService({ database: file });
+        try {
+          await a.defineEntity({ LogicalName: "new_from_a", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] });
+          await a.security!.ready();
+          await b.defineEntity({ LogicalName: "new_from_b", Attributes: [{ LogicalName: "new_y", AttributeType: "Integer" }] });
+          await b.security!.ready();
+          const names = (await a.store.executor.query<{ name: string }>(`SELECT name FROM privilege WHERE entitylogicalname IN ('new_from_a', 'new_from_b')`)).map((r) => r.name);
+          expect(names.filter((n) => n.endsWith("new_from_a"))).toHaveLength(6);
+          expect(names.filter((n) => n.endsWith("new_from_b"))).toHaveLength(6);
+        } finally {
+          await b.close();
+          await a.close();
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it("a store made before identities were read-only has them made read-only when it is opened", async () => {
       const user = s.service.model.entity("systemuser")!;
       expect(user.attributes.get("applicationid")!.def.IsValidForUpdate).toBe(false);
