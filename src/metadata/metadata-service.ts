@@ -51,7 +51,7 @@ export class MetadataService {
     const stored = await repo.loadAll();
     const model = new Model(stored.entities, stored.relationships, stored.optionSets, reservedSetNames);
     const service = new MetadataService(store, reservedSetNames, model);
-    await store.syncTables(service.tablesOf(model));
+    await store.syncTables(service.tablesOf(model), "metadata");
     return service;
   }
 
@@ -77,32 +77,37 @@ export class MetadataService {
       if (other) throw new DefinitionError(`The entities '${other}' and '${e.logicalName}' would share the table '${e.table}'`);
       owners.set(table, e.logicalName);
     }
-    const known = new Set(this.tablesOf(old).map((t) => t.name.toLowerCase()));
-    const storeTables = this.store.tableNames();
+    const internal = this.store.internalTableNames();
+    // Many-to-many links are tables of their own: not an entity's, not another relationship's.
+    const links = new Map<string, string>();
+    for (const r of next.relationships.values()) {
+      if (r.RelationshipType !== "ManyToManyRelationship") continue;
+      const table = r.IntersectEntityName.toLowerCase();
+      const owner = owners.get(table);
+      if (owner) throw new DefinitionError(`The relationship '${r.SchemaName}' cannot use the table '${r.IntersectEntityName}': it is the table of the entity '${owner}'`);
+      const shared = links.get(table);
+      if (shared) throw new DefinitionError(`The relationships '${shared}' and '${r.SchemaName}' would share the intersect table '${r.IntersectEntityName}'`);
+      links.set(table, r.SchemaName);
+    }
     for (const def of change.entities ?? []) {
       const e = next.entities.get(def.LogicalName);
       if (!e || !hasOwnTable(e.def)) continue;
-      const table = e.table.toLowerCase();
-      if (storeTables.has(table) && !known.has(table)) throw new DefinitionError(`The entity '${e.logicalName}' cannot use the table '${e.table}': the store keeps it for something else`);
+      if (internal.has(e.table.toLowerCase())) throw new DefinitionError(`The entity '${e.logicalName}' cannot use the table '${e.table}': the store keeps it for something else`);
     }
-    // A many-to-many relationship's intersect table is its own: not an entity's, not the store's, not another's.
     for (const r of change.relationships ?? []) {
-      if (r.RelationshipType !== "ManyToManyRelationship") continue;
-      const table = r.IntersectEntityName.toLowerCase();
-      const before = old.relationships.get(r.SchemaName);
-      const same = before?.RelationshipType === "ManyToManyRelationship" && before.IntersectEntityName.toLowerCase() === table;
-      const owner = owners.get(table);
-      if (owner) throw new DefinitionError(`The relationship '${r.SchemaName}' cannot use the table '${r.IntersectEntityName}': it is the table of the entity '${owner}'`);
-      const shared = [...next.relationships.values()].find((o) => o.SchemaName !== r.SchemaName && o.RelationshipType === "ManyToManyRelationship" && o.IntersectEntityName.toLowerCase() === table);
-      if (shared) throw new DefinitionError(`The relationships '${shared.SchemaName}' and '${r.SchemaName}' would share the intersect table '${r.IntersectEntityName}'`);
-      if (!same && storeTables.has(table)) throw new DefinitionError(`The relationship '${r.SchemaName}' cannot use the table '${r.IntersectEntityName}': the store keeps it for something else`);
+      if (r.RelationshipType === "ManyToManyRelationship" && internal.has(r.IntersectEntityName.toLowerCase())) {
+        throw new DefinitionError(`The relationship '${r.SchemaName}' cannot use the table '${r.IntersectEntityName}': the store keeps it for something else`);
+      }
     }
-    for (const def of change.entities ?? []) {
-      const e = next.entities.get(def.LogicalName);
-      if (!e) continue;
+    const changedSets = new Set((change.optionSets ?? []).map((o) => o.Name));
+    for (const e of next.entities.values()) {
+      const changed = (change.entities ?? []).some((d) => d.LogicalName === e.logicalName);
+      const usesChangedSet = [...e.attributes.values()].some((a) => a.def.GlobalOptionSetName !== undefined && changedSets.has(a.def.GlobalOptionSetName));
+      if (!changed && !usesChangedSet) continue;
+      const def = e.def;
       // Function names of the service are not entity set names (WhoAmI), for definitions made or changed now.
-      if (UNBOUND_FUNCTION_NAMES.has(e.entitySetName)) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': EntitySetName '${e.entitySetName}' is the name of a function of the service`, "$.EntitySetName", "reserved");
-      // A choice's default is one of its options, the global option set's too.
+      if (changed && UNBOUND_FUNCTION_NAMES.has(e.entitySetName)) throw new DefinitionError(`Invalid entity definition '${def.LogicalName}': EntitySetName '${e.entitySetName}' is the name of a function of the service`, "$.EntitySetName", "reserved");
+      // A choice's default is one of its options, the global option set's too (also when that set changes).
       for (const a of e.attributes.values()) {
         if (a.type === "Picklist" && a.def.DefaultValue !== undefined && a.options && !a.options.has(a.def.DefaultValue as number)) {
           throw new DefinitionError(`Invalid entity definition '${def.LogicalName}.${a.logicalName}': DefaultValue ${JSON.stringify(a.def.DefaultValue)} is not one of the option values`, "$.Attributes.DefaultValue", "type");
@@ -198,7 +203,7 @@ export class MetadataService {
       await this.checkStoredValues(old, next, change);
       const before = new Map(this.tablesOf(old).map((t) => [t.name, JSON.stringify(t)]));
       const changedTables = this.tablesOf(next).filter((t) => before.get(t.name) !== JSON.stringify(t));
-      if (changedTables.length) await this.store.syncTables(changedTables);
+      if (changedTables.length) await this.store.syncTables(changedTables, "metadata");
       const removedOwnTables = (change.removeEntities ?? []).map((n) => old.entities.get(n)).filter((e) => e && hasOwnTable(e.def));
       await this.store.executor.transaction(async (tx) => {
         for (const o of change.optionSets ?? []) await this.repository.put(tx, "optionset", o.Name, next.optionSets.get(o.Name));

@@ -265,8 +265,9 @@ export class ODataProcessor {
       // reached by a wildcard (axios sends "application/json, text/plain, */*"), then XML, the default.
       const ranges = accept.split(",").map((t) => {
         const [type, ...params] = t.split(";");
-        const q = Number(params.map((p) => /^\s*q\s*=\s*(.*)$/i.exec(p)?.[1]).find((v) => v !== undefined) ?? 1);
-        return { type: type!.trim().toLowerCase(), q: Number.isFinite(q) && q >= 0 && q <= 1 ? q : 1 };
+        const text = params.map((p) => /^\s*q\s*=\s*(.*?)\s*$/i.exec(p)?.[1]).find((v) => v !== undefined);
+        const q = text !== undefined && /^(0(\.\d{0,3})?|1(\.0{0,3})?)$/.test(text) ? Number(text) : 1;
+        return { type: type!.trim().toLowerCase(), q };
       });
       const preference = (...exact: string[]): [number, number] => {
         const specific = ranges.filter((r) => exact.includes(r.type));
@@ -392,8 +393,9 @@ export class ODataProcessor {
       const type = `#Microsoft.Dynamics.CRM.${cast[1]}`;
       // A cast names a type derived from the set's own (or the type its rows carry), never another set's.
       const derived = METADATA_DERIVED_TYPES.get(cast[1]!) === entity.logicalName;
-      if (!derived && !rows.some((r) => r["@odata.type"] === type)) throw notFound(`'${rest[0]!.name}' is not a type of the rows of ${contextPath}`);
-      rows = rows.filter((r) => r["@odata.type"] === type);
+      const own = cast[1] === entity.logicalName;
+      if (!own && !derived && !rows.some((r) => r["@odata.type"] === type)) throw notFound(`'${rest[0]!.name}' is not a type of the rows of ${contextPath}`);
+      if (!own) rows = rows.filter((r) => r["@odata.type"] === type);
       contextPath += `/Microsoft.Dynamics.CRM.${cast[1]}`;
       rest = rest.slice(1);
     }

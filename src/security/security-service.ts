@@ -144,6 +144,7 @@ export class SecurityService implements SecurityPolicy {
     metadata.reserveBuiltIn(SECURITY_ENTITIES.map((e) => e.LogicalName), SECURITY_RELATIONSHIPS.map((r) => r.SchemaName));
     await service.ensureBuiltIns();
     await service.syncPrivileges(metadata.model);
+    await service.dropPrivilegesOfRemovedEntities();
     let previous = metadata.model;
     metadata.onChange((model) => {
       const removed = [...previous.entities.keys()].filter((name) => !model.entities.has(name));
@@ -219,9 +220,14 @@ export class SecurityService implements SecurityPolicy {
     // so grants left behind would apply again to a later entity of the same name. Only those: another
     // process on the same store may serve entities this one does not know yet.
     const gone = removed.filter((name) => !model.entities.has(name));
-    if (!gone.length) return;
+    if (gone.length) await this.dropPrivileges(gone);
+  }
+
+  /** The six privileges of each entity, and every grant of them. */
+  private async dropPrivileges(entities: readonly string[]): Promise<void> {
+    const privilege = this.model.entity(PRIVILEGE)!;
     await this.store.executor.transaction(async (tx) => {
-      for (const entity of gone) {
+      for (const entity of entities) {
         for (const right of RIGHTS) {
           const id = stableId("privilege", privilegeName(right, entity));
           await tx.execute(`DELETE FROM ${this.q(ROLE_PRIVILEGE_TABLE.name)} WHERE ${this.q("privilegeid")} = ${this.p(1, "Edm.Guid")}`, [id]);
@@ -229,6 +235,21 @@ export class SecurityService implements SecurityPolicy {
         }
       }
     });
+  }
+
+  /**
+   * At start, the privileges (and grants) of entities no stored definition has any more: removed while
+   * security was off, by an earlier version, or by a process that stopped first. The stored definitions
+   * are read afresh, so an entity another process defined meanwhile keeps its privileges.
+   */
+  private async dropPrivilegesOfRemovedEntities(): Promise<void> {
+    const privilege = this.model.entity(PRIVILEGE);
+    if (!privilege) return;
+    const col = (n: string) => this.q(privilege.attributes.get(n)!.column);
+    const privileged = await this.store.executor.query<{ entity: string }>(`SELECT DISTINCT ${col("entitylogicalname")} AS ${this.q("entity")} FROM ${this.q(privilege.table)} WHERE ${col("entitylogicalname")} IS NOT NULL`);
+    const stored = new Set((await this.metadata.repository.loadAll()).entities.map((e) => e.LogicalName));
+    const gone = privileged.map((p) => p.entity).filter((name) => !stored.has(name));
+    if (gone.length) await this.dropPrivileges(gone);
   }
 
   /** Waits for privileges of the latest model changes to exist. */

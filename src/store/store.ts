@@ -21,6 +21,8 @@ export interface StoreOptions {
 export class Store {
   private readonly schemaLock = new AsyncLock();
   private readonly tables = new Map<string, TableSpec>();
+  /** Who asked for each table: the metadata (entities, links) or the service itself. */
+  private readonly owners = new Map<string, "metadata" | "service">();
 
   private constructor(
     readonly dataSource: DataSource,
@@ -107,8 +109,9 @@ export class Store {
    * Creates or alters the given tables to match their specs through TypeORM's schema builder
    * (EntitySchemas built at run time). Columns are added without losing rows; tables not named are untouched.
    */
-  async syncTables(specs: readonly TableSpec[]): Promise<void> {
+  async syncTables(specs: readonly TableSpec[], owner: "metadata" | "service" = "service"): Promise<void> {
     await this.exclusive(async () => {
+      for (const spec of specs) if (!this.owners.has(spec.name) || owner === "service") this.owners.set(spec.name, owner);
       // The specs become the store's only once their tables match them: a failed change leaves the store
       // as it was, so the next change does not trip over this one.
       const before = new Map(this.tables);
@@ -135,6 +138,15 @@ export class Store {
   /** Names (lower case) of the tables this store manages: entities' and its own. */
   tableNames(): Set<string> {
     return new Set([...this.tables.keys()].map((n) => n.toLowerCase()));
+  }
+
+  /**
+   * Names (lower case) of the tables kept for the service itself (definitions, sequences, security, catalog
+   * sources), as opposed to the tables of the metadata (entities, many-to-many links), which a later
+   * definition may take over once nothing in the model uses them.
+   */
+  internalTableNames(): Set<string> {
+    return new Set([...this.tables.keys()].filter((n) => this.owners.get(n) !== "metadata").map((n) => n.toLowerCase()));
   }
 
   private async applySchemas(): Promise<void> {

@@ -83,9 +83,18 @@ describe("the service's own entities and tables", () => {
       for (const table of ["systemuser", "systemuserroles", "vep_definition", "new_one"]) await expect(service.defineRelationship(link(table)), table).rejects.toThrow(DefinitionError);
       await service.defineRelationship(link("new_one_two"));
       await expect(service.define({ removeRelationships: ["systemuserroles_association"] })).rejects.toThrow(/built-in relationship/);
+      // A removed relationship may come back on its table; no entity may take a relationship's table.
+      await service.define({ removeRelationships: ["new_one_two"] });
+      await service.defineRelationship(link("new_one_two"));
+      for (const name of ["systemuserroles", "new_one_two"]) {
+        await expect(service.defineEntity({ LogicalName: name, Attributes: [{ LogicalName: "new_z", AttributeType: "Integer" }] }), name).rejects.toThrow(DefinitionError);
+      }
       // A choice's default is one of its options, the global option set's too.
       await service.defineOptionSet({ Name: "new_levels", Options: [{ Value: 1, Label: "Low" }] });
       await expect(service.defineEntity({ LogicalName: "new_three", Attributes: [{ LogicalName: "new_level", AttributeType: "Picklist", GlobalOptionSetName: "new_levels", DefaultValue: 99 }] })).rejects.toThrow(/DefaultValue 99 is not one of the option values/);
+      await service.defineEntity({ LogicalName: "new_three", Attributes: [{ LogicalName: "new_level", AttributeType: "Picklist", GlobalOptionSetName: "new_levels", DefaultValue: 1 }] });
+      // Nor may the set lose the option a default names.
+      await expect(service.defineOptionSet({ Name: "new_levels", Options: [{ Value: 2, Label: "High" }] })).rejects.toThrow(/new_three\.new_level.*DefaultValue 1/);
     } finally {
       await service.close();
     }
@@ -225,6 +234,9 @@ describe.each(STORE_KINDS)("definitions on %s", (kind) => {
       expect(oneToMany.OneToManyRelationships.map((r: any) => r.ReferencingEntity)).toEqual(["new_task"]);
       expect((await get("EntityDefinitions(LogicalName='new_project')/ManyToManyRelationships")).value).toEqual([]);
       expect((await get("RelationshipDefinitions/Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata?$select=SchemaName&$filter=ReferencedEntity eq 'new_project'")).value).toHaveLength(1);
+      // A cast to the set's own type is every row; one to another set's type is no type of this one.
+      expect((await get("EntityDefinitions(LogicalName='new_project')/Attributes/Microsoft.Dynamics.CRM.AttributeMetadata?$select=LogicalName")).value.length).toBe(service.model.entity("new_project")!.attributes.size);
+      expect((await service.request("GET", "EntityDefinitions(LogicalName='new_project')/Attributes/Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata")).status).toBe(404);
       for (const [url, status] of [
         ["EntityDefinitions(LogicalName='new_project')/Attributes/Microsoft.Dynamics.CRM.NoSuchMetadata", 404],
         ["EntityDefinitions(LogicalName='new_project')/Attributes?$expand=GlobalOptionSet", 501],

@@ -341,6 +341,8 @@ describe("$metadata (sqlite)", () => {
       expect(await typeFor("application/json, text/plain, */*")).toBe("application/json");
       expect(await typeFor("application/json, */*")).toBe("application/json");
       expect(await typeFor("application/json;q=abc")).toBe("application/json");
+      expect(await typeFor("application/json;q=")).toBe("application/json");
+      expect(await typeFor("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")).toBe("application/xml");
     });
 
     it("declares OData 4.0, the Microsoft.Dynamics.CRM namespace with its mscrm alias, and the vocabularies it uses", () => {

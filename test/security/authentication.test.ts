@@ -439,6 +439,29 @@ describe("authentication (sqlite)", () => {
       }
     });
 
+    it("at start, drops the privileges and grants of entities no stored definition has (removed with security off)", async () => {
+      const dir = mkdtempSync(join(tmpdir(), "vep-sweep-"));
+      try {
+        const file = join(dir, "sweep.sqlite");
+        const secure = await createService({ database: file });
+        await secure.defineEntity({ LogicalName: "new_swept", Attributes: [{ LogicalName: "new_x", AttributeType: "Integer" }] });
+        await secure.security!.ready();
+        await secure.close();
+        const open = await createService({ database: file, security: "none" });
+        await open.define({ removeEntities: ["new_swept"] });
+        await open.close();
+        const again = await createService({ database: file });
+        try {
+          const left = await again.store.executor.query(`SELECT name FROM privilege WHERE entitylogicalname = 'new_swept'`);
+          expect(left).toEqual([]);
+        } finally {
+          await again.close();
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it("a store made before identities were read-only has them made read-only when it is opened", async () => {
       const user = s.service.model.entity("systemuser")!;
       expect(user.attributes.get("applicationid")!.def.IsValidForUpdate).toBe(false);
