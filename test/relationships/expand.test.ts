@@ -723,7 +723,8 @@ describe.each(STORE_KINDS)("$expand (%s)", (kind: StoreKind) => {
   it("formatted values of lookups take one statement per lookup for the whole page", async () => {
     const small = await statementsFor(`new_tasks?$select=new_name,_new_contactref_value&$top=2`, ALL_ANNOTATIONS);
     const large = await statementsFor(`new_tasks?$select=new_name,_new_contactref_value`, ALL_ANNOTATIONS);
-    expect(large.n).toBe(2);
+    // The statements in the message: this once counted 1 under heavy load, not reproduced since.
+    expect(large.n, `${kind}: ${large.sql.join(" | ")}`).toBe(2);
     expect(small.n).toBe(large.n);
   });
 });
