@@ -7,11 +7,12 @@ export type NodeRequestHandler = (req: IncomingMessage & { body?: unknown; origi
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
-  const declared = Number(req.headers["content-length"]);
-  if (declared > limit) throw new ODataError(413, ErrorCodes.badRequest, `The request body is larger than ${limit} bytes`);
+  const tooLarge = () => new ODataError(413, ErrorCodes.badRequest, `The request body is larger than ${limit} bytes`);
+  // Refused by its declared length before any of it is read; a body without one, as it arrives.
+  if (Number(req.headers["content-length"]) > limit) throw tooLarge();
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > limit) throw new ODataError(413, ErrorCodes.badRequest, `The request body is larger than ${limit} bytes`);
+    if (size > limit) throw tooLarge();
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);

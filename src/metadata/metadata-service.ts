@@ -1,7 +1,4 @@
 import { DefinitionError } from "./schema-validation.js";
-
-/** Unbound functions every service has; an entity set may not take their names. */
-const UNBOUND_FUNCTION_NAMES: ReadonlySet<string> = new Set(["WhoAmI"]);
 import type { Store } from "../store/store.js";
 import { AsyncLock } from "../store/executor.js";
 import { intersectTablesOf, tableOf } from "../store/entity-tables.js";
@@ -9,6 +6,9 @@ import { SQL_PROVIDER_ID } from "../store/sql-provider.js";
 import { DEFINITION_TABLE_SPEC, MetadataRepository } from "./metadata-repository.js";
 import { checkSchemaNames, Model, normalizeEntityDefinition, normalizeOptionSetDefinition, normalizeRelationshipDefinition } from "./model.js";
 import type { EntityDefinition, OptionSetDefinition, RelationshipDefinition } from "./types.js";
+
+/** Unbound functions every service has; an entity set may not take their names. */
+const UNBOUND_FUNCTION_NAMES: ReadonlySet<string> = new Set(["WhoAmI"]);
 
 export interface MetadataChange {
   entities?: EntityDefinition[];
@@ -68,7 +68,7 @@ export class MetadataService {
    * A table belongs to one entity: a new or changed entity with a table of its own may not take another
    * entity's table or one the store keeps for itself (definitions, sequences, role privileges, sources).
    */
-  private checkTables(old: Model, next: Model, change: MetadataChange): void {
+  private checkTables(next: Model, change: MetadataChange): void {
     const owners = new Map<string, string>();
     for (const e of next.entities.values()) {
       if (!hasOwnTable(e.def)) continue;
@@ -99,6 +99,14 @@ export class MetadataService {
         throw new DefinitionError(`The relationship '${r.SchemaName}' cannot use the table '${r.IntersectEntityName}': the store keeps it for something else`);
       }
     }
+  }
+
+  /**
+   * Rules over a definition and the rest of the model, for the entities a change makes or alters (or whose
+   * global option set it alters): set names that are not the service's functions, choice defaults that are
+   * options of their set.
+   */
+  private checkChangedEntities(next: Model, change: MetadataChange): void {
     const changedSets = new Set((change.optionSets ?? []).map((o) => o.Name));
     for (const e of next.entities.values()) {
       const changed = (change.entities ?? []).some((d) => d.LogicalName === e.logicalName);
@@ -199,7 +207,8 @@ export class MetadataService {
       const next = new Model([...entities.values()], [...relationships.values()], [...optionSets.values()], this.reservedSetNames);
 
       checkSchemaNames(next, old);
-      this.checkTables(old, next, change);
+      this.checkTables(next, change);
+      this.checkChangedEntities(next, change);
       await this.checkStoredValues(old, next, change);
       const before = new Map(this.tablesOf(old).map((t) => [t.name, JSON.stringify(t)]));
       const changedTables = this.tablesOf(next).filter((t) => before.get(t.name) !== JSON.stringify(t));

@@ -100,7 +100,7 @@ export function normalizeEntityDefinition(input: EntityDefinition, previous?: En
   validateEntityDefinition(input);
   // Checked when a definition is made or changed, not when a stored one is loaded: a store made before a
   // check was added still opens.
-  input.Attributes.forEach((a, i) => checkFacets(input.LogicalName, a, i, a.OptionSet));
+  input.Attributes.forEach((a, i) => checkFacets(input.LogicalName, a, i));
   checkKeys(input);
   const def: EntityDefinition = structuredClone(input);
   def.SchemaName ??= previous?.SchemaName ?? schemaNameOf(def.LogicalName);
@@ -147,9 +147,8 @@ function normalizeAttribute(input: AttributeDefinition, previous?: AttributeDefi
 
 export function normalizeOptionSetDefinition(input: OptionSetDefinition, previous?: OptionSetDefinition): OptionSetDefinition {
   validateOptionSetDefinition(input);
-  for (const [j, o] of input.Options.entries()) {
-    if (input.Options.findIndex((x) => x.Value === o.Value) !== j) throw new DefinitionError(`Invalid option set definition '${input.Name}': option value ${o.Value} is given twice`, `$.Options[${j}].Value`, "unique");
-  }
+  const twice = repeatedOptionValue(input.Options);
+  if (twice) throw new DefinitionError(`Invalid option set definition '${input.Name}': option value ${twice.value} is given twice`, `$.Options[${twice.index}].Value`, "unique");
   return {
     ...input,
     IsGlobal: true,
@@ -347,11 +346,22 @@ function checkKeys(def: EntityDefinition): void {
   }
 }
 
+/** The first option value given a second time in a list of options, with its index. */
+function repeatedOptionValue(options: readonly { Value: number }[]): { value: number; index: number } | undefined {
+  const seen = new Set<number>();
+  for (const [index, o] of options.entries()) {
+    if (seen.has(o.Value)) return { value: o.Value, index };
+    seen.add(o.Value);
+  }
+  return undefined;
+}
+
 /**
  * What the JSON schema cannot say of one attribute: ranges that fit the type and are not empty, a default
- * of the attribute's own type and size, auto-numbers that fit, option values given once.
+ * of the attribute's own type and size, auto-numbers that fit, option values given once. (That a choice's
+ * default is one of its options is checked against the whole model, global option sets included.)
  */
-function checkFacets(entity: string, a: AttributeDefinition, i: number, optionSet: OptionSetDefinition | undefined): void {
+function checkFacets(entity: string, a: AttributeDefinition, i: number): void {
   const fail = (message: string, path: string, rule: string): never => {
     throw new DefinitionError(`Invalid entity definition '${entity}.${a.LogicalName}': ${message}`, `$.Attributes[${i}]${path}`, rule);
   };
@@ -376,7 +386,6 @@ function checkFacets(entity: string, a: AttributeDefinition, i: number, optionSe
       case "BigInt":
       case "Picklist":
         if (typeof d !== "number" || !Number.isInteger(d)) wrong("an integer");
-        else if (a.AttributeType === "Picklist" && optionSet && !optionSet.Options.some((o) => o.Value === d)) wrong("one of the option values");
         else if ((a.MinValue !== undefined && d < a.MinValue) || (a.MaxValue !== undefined && d > a.MaxValue) || (integer && (d < INT32.min || d > INT32.max))) wrong("within the attribute's range");
         break;
       case "Decimal":
@@ -399,11 +408,8 @@ function checkFacets(entity: string, a: AttributeDefinition, i: number, optionSe
     const longest = a.AutoNumberFormat.replace(/\{SEQNUM:(\d{1,2})\}/g, (_m, n: string) => "9".repeat(Number(n)));
     if (a.MaxLength !== undefined && longest.length > a.MaxLength) fail(`AutoNumberFormat '${a.AutoNumberFormat}' makes values longer than MaxLength ${a.MaxLength}`, ".AutoNumberFormat", "range");
   }
-  const values = new Set<number>();
-  for (const [j, o] of (a.OptionSet?.Options ?? []).entries()) {
-    if (values.has(o.Value)) fail(`option value ${o.Value} is given twice`, `.OptionSet.Options[${j}].Value`, "unique");
-    values.add(o.Value);
-  }
+  const twice = repeatedOptionValue(a.OptionSet?.Options ?? []);
+  if (twice) fail(`option value ${twice.value} is given twice`, `.OptionSet.Options[${twice.index}].Value`, "unique");
 }
 
 /**

@@ -129,8 +129,8 @@ export function parseBatch(contentType: string, body: string): ParsedBatch {
     } catch (e) {
       throw badRequest(`The JSON batch is not valid JSON: ${(e as Error).message}`);
     }
-    const problem = structuralProblemOf(body);
-    if (problem) throw badRequest(problem.replace("the request body", "the JSON batch"));
+    const problem = structuralProblemOf(body, "JSON batch");
+    if (problem) throw badRequest(problem);
     const requests = (doc as { requests?: unknown })?.requests;
     if (!Array.isArray(requests)) throw badRequest("A JSON batch is an object with a 'requests' array");
     if (requests.length === 0) throw badRequest("A JSON batch needs at least one request");

@@ -22,11 +22,14 @@ interface Scan {
 /** Objects and arrays nested deeper than this are refused in request bodies. */
 export const MAX_JSON_DEPTH = 1000;
 
-/** What is wrong with a body's structure: a property name twice in one object, or nesting past MAX_JSON_DEPTH. */
-export function structuralProblemOf(text: string): string | undefined {
+/**
+ * What is wrong with a body's structure: a property name twice in one object, or nesting past MAX_JSON_DEPTH.
+ * `subject` names the body in the message ("request body", "JSON batch").
+ */
+export function structuralProblemOf(text: string, subject = "request body"): string | undefined {
   const s = scan(text);
-  if (s.tooDeep) return `The request body nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`;
-  if (s.duplicate) return `The property '${s.duplicate.name}' appears more than once in one object of the request body (at character ${s.duplicate.position}); each property may be given once`;
+  if (s.tooDeep) return `The ${subject} nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`;
+  if (s.duplicate) return `The property '${s.duplicate.name}' appears more than once in one object of the ${subject} (at character ${s.duplicate.position}); each property may be given once`;
   return undefined;
 }
 

@@ -585,7 +585,6 @@ export class ODataProcessor {
     }
     // $ref: links between records.
     const targetProvider = this.options.providers.for(nav.target);
-    const linkPrivileges = [this.priv("Append", entity), this.priv("AppendTo", nav.target)];
     if (ctx.method === "GET") return this.getReferences(ctx, entity, provider, id, nav);
     // Authorized before either record is looked up: without the privileges, whether the ids exist is not told.
     await this.require(ctx, this.refWritePrivileges(entity, nav));
@@ -594,19 +593,15 @@ export class ODataProcessor {
       if (segment.args !== undefined) throw badRequest(`'${nav.name}' is single-valued and takes no key`);
       if (ctx.method === "PUT") {
         const targetId = await this.referencedId(ctx, nav, this.readJsonBody(ctx)["@odata.id"]);
-        await this.require(ctx, [this.priv("Write", entity), ...linkPrivileges]);
         return this.writeLookup(ctx, entity, provider, id, nav, targetId);
       }
-      if (ctx.method === "DELETE") {
-        await this.require(ctx, [this.priv("Write", entity), ...linkPrivileges]);
-        return this.writeLookup(ctx, entity, provider, id, nav, null);
-      }
+      if (ctx.method === "DELETE") return this.writeLookup(ctx, entity, provider, id, nav, null);
       throw methodNotAllowed(ctx.method, `${nav.name}/$ref`, ["PUT", "DELETE"]);
     }
     if (ctx.method === "POST") {
       if (segment.args !== undefined) throw badRequest(`POST to '${nav.name}/$ref' takes the reference in the body`);
       const targetId = await this.referencedId(ctx, nav, this.readJsonBody(ctx)["@odata.id"]);
-      return this.link(ctx, entity, provider, targetProvider, id, nav, targetId, true, linkPrivileges);
+      return this.link(ctx, entity, provider, targetProvider, id, nav, targetId, true);
     }
     if (ctx.method === "DELETE") {
       let targetId: string;
@@ -616,7 +611,7 @@ export class ODataProcessor {
         if (options.id === undefined) throw badRequest(`DELETE of '${nav.name}/$ref' needs the link to remove: ${nav.name}(<id>)/$ref or $ref?$id=<url>`);
         targetId = await this.referencedId(ctx, nav, options.id);
       }
-      return this.link(ctx, entity, provider, targetProvider, id, nav, targetId, false, linkPrivileges);
+      return this.link(ctx, entity, provider, targetProvider, id, nav, targetId, false);
     }
     throw methodNotAllowed(ctx.method, `${nav.name}/$ref`, ["POST", "DELETE"]);
   }
@@ -662,7 +657,6 @@ export class ODataProcessor {
     return { status: 204, headers: { "OData-Version": "4.0" } };
   }
 
-  /** Associates or dissociates two records through a collection-valued navigation. */
   /**
    * What writing a link through `entity`'s navigation takes: a lookup is written on the record that holds
    * it (Write, Append) and points at the other (AppendTo); a many-to-many link takes Append and AppendTo.
@@ -673,9 +667,10 @@ export class ODataProcessor {
     return [this.priv("Write", nav.target), this.priv("Append", nav.target), this.priv("AppendTo", entity)];
   }
 
-  private async link(ctx: RequestContext, entity: EntityModel, provider: DataProvider, targetProvider: DataProvider, id: string, nav: NavigationModel, targetId: string, associate: boolean, privileges: string[]): Promise<ODataResponse> {
+  /** Associates or dissociates two records through a collection-valued navigation. */
+  private async link(ctx: RequestContext, entity: EntityModel, provider: DataProvider, targetProvider: DataProvider, id: string, nav: NavigationModel, targetId: string, associate: boolean): Promise<ODataResponse> {
+    await this.require(ctx, this.refWritePrivileges(entity, nav));
     if (nav.intersect) {
-      await this.require(ctx, privileges);
       await this.security.checkLink?.(ctx.caller, nav, id, targetId, associate);
       if (!provider.associate || !provider.disassociate) throw notImplemented(`The data provider of ${entity.logicalName} does not support many-to-many links`);
       if (associate) await provider.associate(nav, id, targetId);
@@ -683,7 +678,6 @@ export class ODataProcessor {
       return { status: 204, headers: { "OData-Version": "4.0" } };
     }
     // One-to-many: the link is the lookup on the related record.
-    await this.require(ctx, this.refWritePrivileges(entity, nav));
     if (!associate) {
       const row = await targetProvider.retrieve(nav.target, targetId, [nav.lookup!]);
       if (row?.[nav.lookup!.logicalName] !== id) throw notFound(`${nav.target.logicalName} ${targetId} is not linked to ${entity.logicalName} ${id}`);
@@ -933,7 +927,6 @@ export class ODataProcessor {
     return { status: 200, headers: { "Content-Type": JSON_TYPE, "OData-Version": "4.0", ...(applied.length ? { "Preference-Applied": applied.join(",") } : {}) }, chunks };
   }
 
-  /** The same request with $skip replaced by the position: an absolute URL, as Dataverse returns. */
   /**
    * The same request on `path` with the paging options `replaced` dropped and `added` appended: an
    * absolute URL, as Dataverse returns.
@@ -1251,7 +1244,7 @@ export class ODataProcessor {
           if (e instanceof ODataError && e.status < 500) throw validationError(`'${path}${nav.name}@odata.bind'[${i}]: ${e.message}`);
           throw e;
         });
-        await this.link(ctx, entity, provider, targetProvider, id, nav, targetId, true, [this.priv("Append", entity), this.priv("AppendTo", nav.target)]);
+        await this.link(ctx, entity, provider, targetProvider, id, nav, targetId, true);
       }
     }
     return { entity, row: outcome.row, children };

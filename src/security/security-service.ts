@@ -487,9 +487,7 @@ export class SecurityService implements SecurityPolicy {
     const hash = await this.hash(secret);
     const t = this.q(OAUTH_CLIENT_TABLE.name);
     // A new secret for an existing client keeps its name unless one is given.
-    const updated = options.name === undefined
-      ? await this.store.executor.execute(`UPDATE ${t} SET ${this.q("secrethash")} = ${this.p(1)} WHERE ${this.q("clientid")} = ${this.p(2)}`, [hash, clientId])
-      : await this.store.executor.execute(`UPDATE ${t} SET ${this.q("secrethash")} = ${this.p(1)}, ${this.q("name")} = ${this.p(2)} WHERE ${this.q("clientid")} = ${this.p(3)}`, [hash, options.name, clientId]);
+    const updated = await this.store.executor.execute(`UPDATE ${t} SET ${this.q("secrethash")} = ${this.p(1)}, ${this.q("name")} = COALESCE(${this.p(2)}, ${this.q("name")}) WHERE ${this.q("clientid")} = ${this.p(3)}`, [hash, options.name ?? null, clientId]);
     if (!updated.changes) {
       await this.store.executor.execute(`INSERT INTO ${t} (${this.q("clientid")}, ${this.q("name")}, ${this.q("secrethash")}, ${this.q("createdon")}) VALUES (${this.p(1)}, ${this.p(2)}, ${this.p(3)}, ${this.p(4)})`, [clientId, options.name ?? clientId, hash, new Date().toISOString()]);
     }
